@@ -1,0 +1,3 @@
+from trimpi.cli import main
+
+main()

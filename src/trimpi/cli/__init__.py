@@ -1,0 +1,51 @@
+"""The `trimpi` command line: trimpi data|train|eval|run|demo ..."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from trimpi.cli import data as data_cli
+from trimpi.cli import demo as demo_cli
+from trimpi.cli import train as train_cli
+from trimpi.errors import TrimpiError
+
+app = typer.Typer(
+    name="trimpi",
+    help="Multimodal Policy Internalization: build policy datasets, train VLMs to follow "
+    "policies without them in the prompt, and evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_cli.app, name="data")
+app.add_typer(train_cli.app, name="train")
+app.command("demo")(demo_cli.demo)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except TrimpiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise

@@ -1,0 +1,1 @@
+"""Policy datasets: records, policies, and their builders (ClevrPolicy, GTAPolicy)."""
