@@ -1,0 +1,1 @@
+"""RL stage: GRPO / DAPO with PolicyRollout (rollout engines, rewards, advantages, losses, trainer)."""
