@@ -1,0 +1,50 @@
+"""Gold forward reasoning traces for ClevrPolicy, and reading cited conditions back out of text.
+
+A trace lists the objects, then every visited condition in order as
+`Condition <id>: <question> <Yes|No> ...`, and ends with the response. Policy-referral
+scoring (`cited_conditions`) reads the same pattern back from any model output.
+"""
+
+from __future__ import annotations
+
+import re
+
+from trimpi.data.clevr.policy import describe
+from trimpi.data.clevr.tree import exists, matches
+
+CITATION = re.compile(r"Condition\s+(\d+(?:\.\d+)*)\s*:[^\n]*?\b(Yes|No)\b", re.IGNORECASE)
+
+
+def object_phrase(obj: dict) -> str:
+    return f"{obj['size']} {obj['color']} {obj['material']} {obj['shape']}"
+
+
+def inventory(objects: list[dict]) -> str:
+    listed = ", ".join(object_phrase(o) for o in objects)
+    return f"The image shows {len(objects)} objects: {listed}."
+
+
+def gold_trace(name: str, tree: dict, objects: list[dict]) -> tuple[str, str]:
+    """(reasoning text, leaf label) for a scene: cites each visited condition id and its outcome."""
+    lines = [f"I follow Policy {name}, starting at Condition 1.", inventory(objects)]
+    ref = tree["root"]
+    while not ref.startswith("Case "):
+        node = tree["nodes"][ref]
+        conj = node["if_exists"]
+        found = exists(objects, conj)
+        question = f"Is there {describe(conj)}?"
+        if found:
+            witness = next(o for o in objects if matches(o, conj))
+            evidence = f"Yes, the {object_phrase(witness)}."
+        else:
+            evidence = "No, none of the objects matches."
+        nxt = node["yes" if found else "no"]
+        step = f"the response is {nxt}." if nxt.startswith("Case ") else f"go to Condition {nxt}."
+        lines.append(f"Condition {ref}: {question} {evidence} So {step}")
+        ref = nxt
+    return "\n".join(lines), ref
+
+
+def cited_conditions(text: str) -> list[tuple[str, bool]]:
+    """The (condition id, claimed outcome) pairs a reasoning text cites, in order."""
+    return [(m.group(1), m.group(2).lower() == "yes") for m in CITATION.finditer(text or "")]
