@@ -1,0 +1,1 @@
+"""ClevrPolicy: CLEVR-style scenes governed by random decision-tree policies (SPEC §2)."""
