@@ -147,8 +147,15 @@ class BertScoreScorer:
         tok, model = _load_minilm()
         enc = tok.encode(text)
         ids = torch.tensor([enc.ids])
-        with torch.no_grad():
-            hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0]
+        # One thread: MiniLM on a short text is fastest single-threaded, and intra-op threads
+        # spinning on a busy CPU make each call ~50x slower. The caller's setting is restored.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0]
+        finally:
+            torch.set_num_threads(threads)
         hidden = hidden[1:-1] if hidden.shape[0] > 2 else hidden  # drop [CLS] / [SEP]
         return torch.nn.functional.normalize(hidden, dim=-1)
 
