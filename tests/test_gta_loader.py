@@ -127,3 +127,20 @@ def test_bundled_sample_coverage(tmp_path):
     assert all(c.result for c in calls)
     used = {p for it in items for p in it.images}
     assert used <= set(image_specs())
+
+
+def test_sample_ocr_results_match_the_rendered_text(tmp_path):
+    from trimpi.data.gta.sample_images import bars_text_boxes, materialize, text_layout
+
+    materialize(tmp_path)
+    specs = image_specs()
+    checked = 0
+    for it in load_gta(SAMPLE_DIR, image_root=tmp_path):
+        for c in it.calls:
+            spec = specs.get(c.arguments.get("image", ""), {})
+            if c.tool == "OCR" and spec.get("source") in ("text", "bars"):
+                boxes = text_layout(spec) if spec["source"] == "text" else bars_text_boxes(spec)
+                for text, (x1, y1, x2, y2) in boxes:
+                    assert f"({x1}, {y1}, {x2}, {y2}) {text}" in c.result
+                checked += 1
+    assert checked >= 5

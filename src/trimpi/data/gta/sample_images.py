@@ -87,24 +87,52 @@ def _text_image(spec: dict[str, Any]) -> Any:
     return img
 
 
+def bars_layout(spec: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """What a bar chart draws, in order: ("title"|"bar"|"value"|"label", text, geometry)."""
+    w, h = spec["size"]
+    top, bottom, left = 70, h - 50, 60
+    vmax = max(spec["values"]) * 1.15
+    step = (w - left - 30) / len(spec["values"])
+    items: list[tuple[str, str, Any]] = [("title", spec["title"], (w // 2, 14))]
+    for i, (label, value) in enumerate(zip(spec["labels"], spec["values"], strict=True)):
+        x1 = int(left + i * step + step * 0.2)
+        x2 = int(left + (i + 1) * step - step * 0.2)
+        y1 = int(bottom - (bottom - top) * value / vmax)
+        items.append(("bar", label, (x1, y1, x2, bottom)))
+        items.append(("value", str(value), ((x1 + x2) // 2, y1 - 6)))
+        items.append(("label", label, ((x1 + x2) // 2, bottom + 8)))
+    return items
+
+
+_BAR_TEXT = {"title": (22, "mt"), "value": (16, "mb"), "label": (16, "mt")}
+
+
+def bars_text_boxes(spec: dict[str, Any]) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Each text drawn on a bar chart with its pixel box (x1, y1, x2, y2)."""
+    from PIL import Image, ImageDraw
+
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    out = []
+    for kind, text, xy in bars_layout(spec):
+        if kind in _BAR_TEXT:
+            size, anchor = _BAR_TEXT[kind]
+            out.append((text, tuple(int(v) for v in draw.textbbox(xy, text, font=font(size), anchor=anchor))))
+    return out
+
+
 def _bars(spec: dict[str, Any]) -> Any:
     from PIL import Image, ImageDraw
 
     w, h = spec["size"]
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
-    draw.text((w // 2, 14), spec["title"], fill="black", font=font(22), anchor="mt")
-    top, bottom, left = 70, h - 50, 60
-    vmax = max(spec["values"]) * 1.15
-    step = (w - left - 30) / len(spec["values"])
-    draw.line((left, bottom, w - 20, bottom), fill="black", width=2)
-    for i, (label, value) in enumerate(zip(spec["labels"], spec["values"], strict=True)):
-        x1 = int(left + i * step + step * 0.2)
-        x2 = int(left + (i + 1) * step - step * 0.2)
-        y1 = int(bottom - (bottom - top) * value / vmax)
-        draw.rectangle((x1, y1, x2, bottom), fill=spec.get("color", "#3b75af"))
-        draw.text(((x1 + x2) // 2, y1 - 6), str(value), fill="black", font=font(16), anchor="mb")
-        draw.text(((x1 + x2) // 2, bottom + 8), label, fill="black", font=font(16), anchor="mt")
+    draw.line((60, h - 50, w - 20, h - 50), fill="black", width=2)
+    for kind, text, xy in bars_layout(spec):
+        if kind == "bar":
+            draw.rectangle(xy, fill=spec.get("color", "#3b75af"))
+        else:
+            size, anchor = _BAR_TEXT[kind]
+            draw.text(xy, text, fill="black", font=font(size), anchor=anchor)
     return img
 
 
