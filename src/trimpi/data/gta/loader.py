@@ -43,7 +43,7 @@ class Item:
 
 
 def result_text(content: Any) -> str:
-    """A tool turn's content as short text ({"type": "text", "content": ...} or any JSON)."""
+    """A tool turn's content as short text (spaces collapsed, line breaks kept, long results cut)."""
     if isinstance(content, dict) and "content" in content:
         kind = content.get("type", "text")
         body = content["content"]
@@ -54,7 +54,7 @@ def result_text(content: Any) -> str:
         import json
 
         text = json.dumps(content, ensure_ascii=False, sort_keys=True)
-    text = " ".join(text.split())
+    text = "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
     return text if len(text) <= MAX_RESULT_CHARS else text[: MAX_RESULT_CHARS - 3] + "..."
 
 

@@ -63,7 +63,8 @@ def history_text(calls: list[Call], profile: dict[str, Any], override: bool) -> 
     lines = ["Interaction history so far:"]
     for i, c in enumerate(calls, 1):
         lines.append(f"{i}. Call: {canonical_call(versioned_name(c.tool, profile, override), c.arguments)}")
-        lines.append(f"   Result: {c.result or '(no result)'}")
+        result = (c.result or "(no result)").replace("\n", "\n   ")
+        lines.append(f"   Result: {result}")
     return "\n".join(lines)
 
 
