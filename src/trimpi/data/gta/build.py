@@ -73,16 +73,22 @@ def _copy_images(items: list[Item], src_root: Path, dest: Path) -> None:
 
 def _scorer_info() -> dict[str, Any]:
     name = BertScoreScorer.name if minilm_available() else LexicalScorer.name
-    return {"default": name, "alternative": LexicalScorer.name,
-            "argument_types": "SPEC §3: exact / text similarity / safe numeric / IoU"}
+    return {
+        "default": name,
+        "alternative": LexicalScorer.name,
+        "argument_types": "SPEC §3: exact / text similarity / safe numeric / IoU",
+    }
 
 
 def _override_changed(rows: list[dict]) -> int:
-    return sum(1 for r in rows if versioned_name(r["meta"]["tool"], r["meta"]["profile"]) != json.loads(r["answer"])["name"])
+    return sum(
+        1 for r in rows if versioned_name(r["meta"]["tool"], r["meta"]["profile"]) != json.loads(r["answer"])["name"]
+    )
 
 
-def build_gta(out: Path, gta_dir: Path | None = None, profiles_per_step: int = 1, seed: int = 0,
-              overwrite: bool = False) -> Path:
+def build_gta(
+    out: Path, gta_dir: Path | None = None, profiles_per_step: int = 1, seed: int = 0, overwrite: bool = False
+) -> Path:
     """Build the GTAPolicy dataset at `out` from a GTA release (or the bundled sample); return `out`."""
     if profiles_per_step < 1:
         raise ConfigError(f"--profiles-per-step must be at least 1, got {profiles_per_step}")
@@ -101,11 +107,13 @@ def build_gta(out: Path, gta_dir: Path | None = None, profiles_per_step: int = 1
         common = {"policy_path": POLICY_PATH}
         splits = {
             "train": _records(train_items, "train", seed, profiles_per_step, **common),
-            "train_cot": _records(train_items, "train_cot", seed, profiles_per_step, profile_split="train",
-                                  with_reasoning=True, **common),
+            "train_cot": _records(
+                train_items, "train_cot", seed, profiles_per_step, profile_split="train", with_reasoning=True, **common
+            ),
             "test": _records(test_items, "test", seed, 1, **common),
-            "override_test": _records(test_items, "override_test", seed, 1, profile_split="test",
-                                      policy_path=OVERRIDE_PATH, override=True),
+            "override_test": _records(
+                test_items, "override_test", seed, 1, profile_split="test", policy_path=OVERRIDE_PATH, override=True
+            ),
         }
         write_json(stage / POLICY_PATH, policy_json(override=False))
         write_json(stage / OVERRIDE_PATH, policy_json(override=True))
@@ -117,8 +125,12 @@ def build_gta(out: Path, gta_dir: Path | None = None, profiles_per_step: int = 1
             "task": "gta",
             "policy": POLICY_NAME,
             "policies": {"default": POLICY_PATH, "override": OVERRIDE_PATH},
-            "config": {"gta_dir": str(gta_dir) if gta_dir else None, "profiles_per_step": profiles_per_step,
-                       "seed": seed, "test_fraction": TEST_FRACTION},
+            "config": {
+                "gta_dir": str(gta_dir) if gta_dir else None,
+                "profiles_per_step": profiles_per_step,
+                "seed": seed,
+                "test_fraction": TEST_FRACTION,
+            },
             "source": SAMPLE_LABEL if gta_dir is None else f"GTA release at {gta_dir}",
             "counts": {name: len(rows) for name, rows in splits.items()},
             "override_changed_answers": _override_changed(splits["override_test"]),

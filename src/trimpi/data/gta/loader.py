@@ -97,7 +97,9 @@ def parse_item(qid: str, raw: Any, image_root: Path, where: str) -> Item:
     for key in ("files", "dialogs"):
         if not isinstance(raw.get(key), list):
             raise DataError(f"{at} field {key}: missing or not a list")
-    tools = [_check_tool(t.get("name") if isinstance(t, dict) else t, f"{at} field tools") for t in raw.get("tools", [])]
+    tools = [
+        _check_tool(t.get("name") if isinstance(t, dict) else t, f"{at} field tools") for t in raw.get("tools", [])
+    ]
     images = []
     for j, f in enumerate(raw["files"]):
         if not isinstance(f, dict) or not isinstance(f.get("path"), str):
@@ -118,9 +120,10 @@ def parse_item(qid: str, raw: Any, image_root: Path, where: str) -> Item:
         elif role == "assistant" and turn.get("tool_calls"):
             for c, rc in enumerate(turn["tool_calls"]):
                 name, args = _parse_call(rc, f"{tw}.tool_calls[{c}]")
-                for key, value in args.items():
-                    if key == "image" and value not in known_images:
-                        raise DataError(f"{tw}.tool_calls[{c}].function.arguments.image ({name}): {value!r} is not a file of this item")
+                image = args.get("image")
+                if "image" in args and image not in known_images:
+                    field = f"{tw}.tool_calls[{c}].function.arguments.image"
+                    raise DataError(f"{field} ({name}): {image!r} is not a file of this item")
                 call = Call(name, args, thought=turn.get("thought"))
                 calls.append(call)
                 pending.append(call)

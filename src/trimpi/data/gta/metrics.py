@@ -147,11 +147,8 @@ def score_expression(pred: Any, gold: Any) -> float:
 
 
 def parse_bbox(value: Any) -> tuple[float, float, float, float] | None:
-    """"(x1, y1, x2, y2)" or a list of four numbers -> a box with x1 <= x2, y1 <= y2; else None."""
-    if isinstance(value, list | tuple):
-        nums = value
-    else:
-        nums = _NUMBER.findall(_as_text(value)[:200])
+    """A "(x1, y1, x2, y2)" string or a list of four numbers -> a box with x1 <= x2, y1 <= y2; else None."""
+    nums = value if isinstance(value, list | tuple) else _NUMBER.findall(_as_text(value)[:200])
     if len(nums) != 4:
         return None
     try:
@@ -219,8 +216,10 @@ def score_tool_call(prediction: str, gold: str | dict, scorer: TextScorer | None
         if not gargs:
             argument = 1.0
         else:
-            per = [score_argument(k, p["arguments"][k], v, scorer) if k in p["arguments"] else 0.0
-                   for k, v in gargs.items()]
+            per = [
+                score_argument(k, p["arguments"][k], v, scorer) if k in p["arguments"] else 0.0
+                for k, v in gargs.items()
+            ]
             argument = sum(per) / len(per)
         return {"tool": tool, "argument": argument, "overall": (tool + argument) / 2}
     except Exception:  # noqa: BLE001 - a reward must never crash training

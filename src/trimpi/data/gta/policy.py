@@ -94,8 +94,12 @@ TOOLS: tuple[Tool, ...] = (
     Tool(
         "AddText",
         "Write a text on an image at a position.",
-        (_IMG, Arg("text", "the text to write"), Arg("position", 'e.g. "(x, y)" or "lt", "mm", "rb"'),
-         Arg("color", "text color, e.g. red", True)),
+        (
+            _IMG,
+            Arg("text", "the text to write"),
+            Arg("position", 'e.g. "(x, y)" or "lt", "mm", "rb"'),
+            Arg("color", "text color, e.g. red", True),
+        ),
     ),
     Tool(
         "GoogleSearch",
@@ -197,17 +201,13 @@ OVERRIDE_RULES: dict[str, tuple[Branch, ...]] = {
 }
 
 # Tool-choice rules that do not depend on the profile, cited by the gold reasoning.
-MATHOCR_RULE = (
-    "If the image holds mathematical expressions, use MathOCR instead of any OCR version."
-)
+MATHOCR_RULE = "If the image holds mathematical expressions, use MathOCR instead of any OCR version."
 TIPS: dict[str, str] = {
     "describe_first": (
         "When the query has several images, first describe each image with ImageDescription "
         "unless that has already been done."
     ),
-    "bbox_first": (
-        'Call TextToBbox before RegionAttributeDescription; a bbox is written "(x1, y1, x2, y2)".'
-    ),
+    "bbox_first": ('Call TextToBbox before RegionAttributeDescription; a bbox is written "(x1, y1, x2, y2)".'),
     "exact_names": "Use the exact image file names as argument values.",
     "search_k": "GoogleSearch uses k=1 for closed questions and k=4 for open-ended ones.",
 }

@@ -47,5 +47,5 @@ def sample_profile(key: str) -> dict[str, Any]:
 
 
 def profile_text(profile: dict[str, Any]) -> str:
-    """"account type B; credits 620; age 34"."""
+    """The profile in words: "account type B; credits 620; age 34"."""
     return f"account type {profile['account_type']}; credits {profile['credits']}; age {profile['age']}"

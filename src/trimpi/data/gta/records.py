@@ -8,7 +8,7 @@ from typing import Any
 from trimpi.data.gta.loader import Call, Item
 from trimpi.data.gta.policy import MATHOCR_RULE, POLICY_NAME, TIPS, TOOLS_BY_NAME, Branch
 from trimpi.data.gta.profiles import profile_text
-from trimpi.data.gta.rules import select_branch, versioned_name
+from trimpi.data.gta.rules import base_tool, select_branch, versioned_name
 from trimpi.data.gta.text import FIELD_WORDS, OP_WORDS, branch_text
 from trimpi.data.schema import Record
 
@@ -42,7 +42,7 @@ class _Missing(dict):
 
 def canonical_call(name: str, arguments: dict[str, Any]) -> str:
     """The gold call as JSON: name first, arguments in the tool's declared order, extras sorted."""
-    tool = TOOLS_BY_NAME.get(name.split("_v")[0])
+    tool = TOOLS_BY_NAME.get(base_tool(name))
     order = [a.name for a in tool.args] if tool else []
     keys = [k for k in order if k in arguments] + sorted(k for k in arguments if k not in order)
     return json.dumps({"name": name, "arguments": {k: arguments[k] for k in keys}}, ensure_ascii=False)
@@ -123,15 +123,23 @@ def reasoning_text(item: Item, step: int, profile: dict[str, Any], override: boo
     else:
         lines.append(
             f"The user profile is {profile_text(profile)}. The {call.tool} version rule that applies is "
-            f"\"{branch_text(call.tool, branch)[2:]}\" because {_why(branch, profile)}. So the call is {name}."
+            f'"{branch_text(call.tool, branch)[2:]}" because {_why(branch, profile)}. So the call is {name}.'
         )
     lines.append(f"Call: {canonical_call(name, call.arguments)}")
     return "\n".join(lines)
 
 
 def make_record(
-    item: Item, step: int, profile: dict[str, Any], *, split: str, index: int, policy_path: str,
-    override: bool = False, with_reasoning: bool = False, image_prefix: str = "images/",
+    item: Item,
+    step: int,
+    profile: dict[str, Any],
+    *,
+    split: str,
+    index: int,
+    policy_path: str,
+    override: bool = False,
+    with_reasoning: bool = False,
+    image_prefix: str = "images/",
 ) -> Record:
     """One single-step instance as a schema.Record."""
     call = item.calls[step]

@@ -54,7 +54,7 @@ def versioned_name(tool: str, profile: dict[str, Any], override: bool = False) -
 
 
 def base_tool(name: str) -> str:
-    """"OCR_v4" -> "OCR"; an unversioned name is returned unchanged."""
+    """Strip the version: "OCR_v4" -> "OCR"; an unversioned name is returned unchanged."""
     m = _VERSIONED.match(name)
     return m.group("tool") if m else name
 

@@ -43,9 +43,9 @@ def _check_size(value: int | float) -> int | float:
 def _pow(base: int | float, exp: int | float) -> int | float:
     if abs(exp) > MAX_EXPONENT:
         raise UnsafeExpression("exponent too large")
-    if isinstance(base, int) and isinstance(exp, int) and exp > 0:
-        if max(abs(base), 1).bit_length() * exp > MAX_INT_BITS:
-            raise UnsafeExpression("power too large")
+    big = isinstance(base, int) and isinstance(exp, int) and max(abs(base), 1).bit_length() * exp > MAX_INT_BITS
+    if big:
+        raise UnsafeExpression("power too large")
     try:
         result = base**exp
     except OverflowError:

@@ -26,7 +26,7 @@ OVERRIDE_HEADER = "## RULE OVERRIDE"
 
 
 def cond_text(cond: Cond) -> str:
-    """"account type is B or C", "credits > 500", "age < 21"."""
+    """A condition in words: "account type is B or C", "credits > 500", "age < 21"."""
     field = FIELD_WORDS[cond.field]
     if cond.op == "in":
         return f"{field} is {' or '.join(cond.value)}"
