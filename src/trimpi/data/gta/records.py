@@ -20,7 +20,7 @@ INSTRUCTION = (
 _PURPOSE = {
     "OCR": "read the text in {image}",
     "ImageDescription": "describe the content of {image}",
-    "RegionAttributeDescription": "describe the {attribute} of the region {bbox} in {image}",
+    "RegionAttributeDescription": "describe the region {bbox} of {image} ({attribute})",
     "TextToBbox": "locate {text} in {image}",
     "DrawBox": "draw a box at {bbox} on {image}",
     "AddText": "write the text '{text}' on {image}",
@@ -29,7 +29,7 @@ _PURPOSE = {
     "Solver": "solve the problem with a short program",
     "Plot": "draw the requested chart",
     "MathOCR": "read the mathematical expression in {image}",
-    "CountGivenObject": "count the {text} in {image}",
+    "CountGivenObject": "count the objects described as '{text}' in {image}",
     "TextToImage": "generate an image of {keywords}",
     "ImageStylization": "restyle {image} ({instruction})",
 }
