@@ -157,16 +157,16 @@ class BertScoreScorer:
         finally:
             torch.set_num_threads(threads)
         hidden = hidden[1:-1] if hidden.shape[0] > 2 else hidden  # drop [CLS] / [SEP]
-        return torch.nn.functional.normalize(hidden, dim=-1)
+        return torch.nn.functional.normalize(hidden, dim=-1).numpy()
 
     def __call__(self, a: str, b: str) -> float:
         t = _trivial(a, b)
         if t is not None:
             return t
         ea, eb = self._embed(_norm(a)), self._embed(_norm(b))
-        sim = ea @ eb.T
-        recall = sim.max(dim=1).values.mean().item()
-        precision = sim.max(dim=0).values.mean().item()
+        sim = ea @ eb.T  # numpy: tiny matrices, no thread pool spin-up
+        recall = float(sim.max(axis=1).mean())
+        precision = float(sim.max(axis=0).mean())
         if precision + recall <= 0:
             return 0.0
         return float(min(1.0, max(0.0, 2 * precision * recall / (precision + recall))))
