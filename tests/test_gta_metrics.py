@@ -151,7 +151,9 @@ def test_non_string_predictions_and_huge_input_are_fast():
 
 def test_score_many_records_scorer():
     out = score_many([call("OCR_v4", image="image/a.jpg"), "junk"], [GOLD, GOLD], LEX)
-    assert out == {"tool": 0.5, "argument": 0.5, "overall": 0.5, "n": 2, "scorer": "lexical-f1"}
+    per_tool = {"OCR": {"tool": 0.5, "argument": 0.5, "overall": 0.5, "n": 2}}
+    assert out == {"tool": 0.5, "argument": 0.5, "overall": 0.5, "n": 2, "scorer": "lexical-f1", "per_tool": per_tool}
+    assert score_many([], [], LEX)["n"] == 0
 
 
 def test_bad_gold_raises():

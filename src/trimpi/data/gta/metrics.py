@@ -226,10 +226,19 @@ def score_tool_call(prediction: str, gold: str | dict, scorer: TextScorer | None
         return dict(_ZERO)
 
 
+def _means(rows: list[dict[str, float]]) -> dict[str, float]:
+    n = len(rows)
+    return {k: (sum(r[k] for r in rows) / n if n else 0.0) for k in ("tool", "argument", "overall")}
+
+
 def score_many(predictions: list[str], golds: list[str | dict], scorer: TextScorer | None = None) -> dict[str, Any]:
-    """Mean tool / argument / overall over pairs, with the scorer's name and the count."""
+    """Mean tool / argument / overall over pairs, with n, the scorer's name and per-tool means."""
+    from trimpi.data.gta.rules import base_tool
+
     scorer = scorer or lexical_scorer()
     rows = [score_tool_call(p, g, scorer) for p, g in zip(predictions, golds, strict=True)]
-    n = len(rows)
-    means = {k: (sum(r[k] for r in rows) / n if n else 0.0) for k in ("tool", "argument", "overall")}
-    return {**means, "n": n, "scorer": scorer.name}
+    by_tool: dict[str, list[dict[str, float]]] = {}
+    for row, gold in zip(rows, golds, strict=True):
+        by_tool.setdefault(base_tool(_gold_call(gold)["name"]), []).append(row)
+    per_tool = {t: {**_means(r), "n": len(r)} for t, r in sorted(by_tool.items())}
+    return {**_means(rows), "n": len(rows), "scorer": scorer.name, "per_tool": per_tool}
