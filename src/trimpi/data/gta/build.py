@@ -50,18 +50,39 @@ def split_queries(ids: list[str], seed: int, test_fraction: float = TEST_FRACTIO
     return train, test
 
 
-def _records(items: list[Item], split: str, seed: int, per_step: int, **kw: Any) -> list[dict]:
+def _records(
+    items: list[Item],
+    split: str,
+    seed: int,
+    per_step: int,
+    *,
+    profile_split: str | None = None,
+    policy_path: str = POLICY_PATH,
+    override: bool = False,
+    with_reasoning: bool = False,
+) -> list[dict]:
+    """Records for every reference call x `per_step` profiles.
+
+    Profiles are drawn from "seed:profile_split:query:step:k", so train and train_cot (and
+    test and override_test) share their profiles.
+    """
     rows = []
     for item in items:
         for step in range(len(item.calls)):
             for k in range(per_step):
-                profile = sample_profile(f"{seed}:{kw.get('profile_split', split)}:{item.id}:{step}:{k}")
-                rows.append(make_record(item, step, profile, split=split, index=k, **_kw(kw)).to_dict())
+                profile = sample_profile(f"{seed}:{profile_split or split}:{item.id}:{step}:{k}")
+                record = make_record(
+                    item,
+                    step,
+                    profile,
+                    split=split,
+                    index=k,
+                    policy_path=policy_path,
+                    override=override,
+                    with_reasoning=with_reasoning,
+                )
+                rows.append(record.to_dict())
     return rows
-
-
-def _kw(kw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in kw.items() if k != "profile_split"}
 
 
 def _copy_images(items: list[Item], src_root: Path, dest: Path) -> None:
@@ -104,13 +125,12 @@ def build_gta(
         train_ids, test_ids = split_queries([it.id for it in items], seed)
         train_items = [it for it in items if it.id in set(train_ids)]
         test_items = [it for it in items if it.id in set(test_ids)]
-        common = {"policy_path": POLICY_PATH}
         splits = {
-            "train": _records(train_items, "train", seed, profiles_per_step, **common),
+            "train": _records(train_items, "train", seed, profiles_per_step),
             "train_cot": _records(
-                train_items, "train_cot", seed, profiles_per_step, profile_split="train", with_reasoning=True, **common
+                train_items, "train_cot", seed, profiles_per_step, profile_split="train", with_reasoning=True
             ),
-            "test": _records(test_items, "test", seed, 1, **common),
+            "test": _records(test_items, "test", seed, 1),
             "override_test": _records(
                 test_items, "override_test", seed, 1, profile_split="test", policy_path=OVERRIDE_PATH, override=True
             ),
