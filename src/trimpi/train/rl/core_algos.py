@@ -151,18 +151,6 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
-def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[index] without materialising the full (N, T, V) log-prob tensor twice.
-
-    logits: (N, T, V); index: (N, T) token ids. Returns (N, T), computed row by row.
-    """
-    rows = []
-    for row_logits, row_index in zip(logits, index):
-        lp = torch.log_softmax(row_logits.float(), dim=-1)
-        rows.append(lp.gather(-1, row_index.unsqueeze(-1)).squeeze(-1))
-    return torch.stack(rows)
-
-
 def truncation_mask(truncated: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zero the mask rows of truncated completions. truncated (N,) bool, mask (N, T) -> (N, T)."""
     return mask * (~truncated).to(mask.dtype).unsqueeze(-1)

@@ -1,0 +1,121 @@
+"""RL checkpoints: save_pretrained weights + everything needed for an exact resume.
+
+Layout of `OUT/checkpoint-STEP/`:
+    config.json, model.safetensors ...  the model (from_pretrained-loadable; adapter files under LoRA)
+    processor / tokenizer files
+    optimizer.pt, scheduler.pt          optimizer and LR scheduler state
+    trainer_state.json                  step, RL config, the starting checkpoint
+    rank-R.pt                           per process: data position and RNG states
+A checkpoint is written to a temporary directory and renamed, so a killed run never leaves
+a half-written one behind.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trimpi.data.io import read_json, write_json
+from trimpi.errors import TrimpiError
+
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoints(out: str | Path) -> list[Path]:
+    """Complete checkpoints in `out`, oldest first."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in out.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(out: str | Path, resume: str | None) -> Path | None:
+    """`resume` = a checkpoint path, "last" (latest in out; None if there is none) or None."""
+    if not resume:
+        return None
+    if resume == "last":
+        found = checkpoints(out)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / "trainer_state.json").is_file():
+        raise TrimpiError(f"{path}: not an RL checkpoint (no trainer_state.json)")
+    return path
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save(
+    accelerator, out: Path, step: int, model, processor, optimizer, scheduler, state: dict, rank_state: dict,
+    total_limit: int = 0,
+) -> Path:
+    """Write checkpoint-STEP (collective: call on every process)."""
+    final = out / f"checkpoint-{step}"
+    tmp = out / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        accelerator.unwrap_model(model).save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        write_json(tmp / "trainer_state.json", {**state, "step": step})
+    accelerator.wait_for_everyone()
+    torch.save({**rank_state, "rng": rng_state()}, tmp / f"rank-{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        if total_limit > 0:
+            for old in checkpoints(out)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _load_weights(model, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    if (path / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        return
+    files = sorted(path.glob("model*.safetensors"))
+    if not files:
+        raise TrimpiError(f"{path}: no model*.safetensors to resume from")
+    state = {}
+    for f in files:
+        state.update(load_file(f))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied and "lm_head" not in k]
+    if unexpected or missing:
+        raise TrimpiError(f"{path}: checkpoint does not match the model ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+
+
+def load(accelerator, path: Path, model, optimizer, scheduler) -> tuple[dict, dict]:
+    """Restore weights, optimizer, scheduler and this process's RNG. Returns (state, rank_state)."""
+    _load_weights(accelerator.unwrap_model(model), path)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    state = read_json(path / "trainer_state.json")
+    rank_file = path / f"rank-{accelerator.process_index}.pt"
+    if not rank_file.is_file():
+        raise TrimpiError(f"{rank_file}: missing (resume with the same number of processes)")
+    rank_state = torch.load(rank_file, weights_only=False)
+    set_rng_state(rank_state.pop("rng"))
+    return state, rank_state

@@ -1,0 +1,108 @@
+"""Log-probs of rollout samples and the policy update of one optimizer step.
+
+Every sample is scored with its stored prompt, which for PolicyRollout samples is the
+no-policy prompt, so old / reference / current log-probs all condition on (Q, I) only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.distributed as dist
+
+from trimpi.train.rl.core_algos import LossNormalizer, aggregate_loss, clipped_policy_loss, kl_k3
+from trimpi.train.rl.encoding import completion_logps, scoring_batch
+from trimpi.train.rl.metrics import MetricSums
+from trimpi.train.rl.rollout import RolloutBatch, Sample
+
+
+def _pad_to(x: torch.Tensor, t: int) -> torch.Tensor:
+    """Right-pad (n, t') with zeros to (n, t)."""
+    return torch.nn.functional.pad(x, (0, t - x.shape[1])) if x.shape[1] < t else x[:, :t]
+
+
+def micro_slices(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def sample_logps(
+    model, processor, samples: list[Sample], pad_token_id: int, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs (n, T) of each sample's completion given its stored prompt."""
+    completions = [s.completion.token_ids for s in samples]
+    inputs, positions, ids = scoring_batch(processor, [s.prompt for s in samples], completions, pad_token_id)
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    return completion_logps(model, inputs, positions.to(device), ids.to(device), temperature, with_entropy)
+
+
+@torch.no_grad()
+def batch_logps(
+    model, processor, batch: RolloutBatch, micro_batch_size: int, pad_token_id: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """No-grad log-probs (N, T) of the whole batch, computed micro-batch by micro-batch."""
+    t = batch.mask.shape[1]
+    parts = [
+        _pad_to(sample_logps(model, processor, batch.samples[sl], pad_token_id, temperature)[0].float().cpu(), t)
+        for sl in micro_slices(len(batch.samples), micro_batch_size)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0, t)
+
+
+def _global_sum(value: float) -> float:
+    if dist.is_available() and dist.is_initialized():
+        x = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(x)
+        return float(x.item())
+    return float(value)
+
+
+def normalizer(batch: RolloutBatch, loss_type: str, max_completion_length: int, world_size: int) -> LossNormalizer:
+    """Normalisers of the optimizer-step batch (collective under DDP: call on every process)."""
+    local_tokens = float(batch.mask.sum())
+    global_seqs = _global_sum(len(batch.samples))
+    global_tokens = _global_sum(local_tokens)
+    tokens = local_tokens if loss_type == "bnpo" else global_tokens
+    return LossNormalizer(
+        num_sequences=int(global_seqs), num_tokens=int(tokens), max_completion_length=max_completion_length,
+        world_size=world_size,
+    )
+
+
+def policy_update(
+    accelerator, model, processor, batch: RolloutBatch, cfg, norm: LossNormalizer, pad_token_id: int,
+    metrics: MetricSums,
+) -> None:
+    """Forward/backward over micro-batches (gradients accumulate; DDP syncs on the last one).
+
+    The micro-batch losses add up to the full-batch loss (`aggregate_loss`), so the gradient
+    does not depend on `per_device_train_batch_size`.
+    """
+    slices = micro_slices(len(batch.samples), cfg.per_device_train_batch_size)
+    t = batch.mask.shape[1]
+    for k, sl in enumerate(slices):
+        last = k == len(slices) - 1
+        sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+        with sync:
+            logps, entropy = sample_logps(model, processor, batch.samples[sl], pad_token_id, cfg.temperature, True)
+            logps, entropy = _pad_to(logps, t), _pad_to(entropy, t)
+            device = logps.device
+            mask = batch.mask[sl].to(device)
+            old = batch.old_logps[sl].to(device) if batch.old_logps is not None else logps.detach()
+            per_tok, low, high = clipped_policy_loss(
+                logps, old, batch.advantages[sl].to(device), cfg.epsilon, cfg.epsilon_high
+            )
+            if cfg.beta > 0:
+                kl = kl_k3(logps, batch.ref_logps[sl].to(device))
+                per_tok = per_tok + cfg.beta * kl
+                metrics.add("kl", float((kl.detach() * mask).sum()), float(mask.sum()))
+            loss = aggregate_loss(per_tok, mask, cfg.loss_type, norm)
+            accelerator.backward(loss)
+        n_tok = float(mask.sum())
+        metrics.add("loss", float(loss.detach()), 0.0)
+        metrics.add("entropy", float((entropy * mask).sum()), n_tok)
+        metrics.add("clip_ratio/low_mean", float((low.float() * mask).sum()), n_tok)
+        metrics.add("clip_ratio/high_mean", float((high.float() * mask).sum()), n_tok)
+        metrics.add("clip_ratio/region_mean", float(((low | high).float() * mask).sum()), n_tok)
+    metrics.counts["loss"] += 1.0  # a process's loss is its micro-batch sum; DDP averages processes
