@@ -96,6 +96,8 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
     parent_exists = parent
     while not parent_exists.exists():
         parent_exists = parent_exists.parent
+    if not parent_exists.is_dir():
+        raise TrimpiError(f"{out}: cannot be created because {parent_exists} is not a directory")
     if not os.access(parent_exists, os.W_OK):
         raise TrimpiError(f"{out}: parent directory {parent_exists} is not writable")
     return out
