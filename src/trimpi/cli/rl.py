@@ -2,9 +2,85 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def rl() -> None:
-    """RL with GRPO or DAPO, optionally with PolicyRollout."""
-    from trimpi.errors import TrimpiError
+import typer
 
-    raise TrimpiError("trimpi train rl is not available yet")
+SMALL_MODEL_PARAMS = 100_000_000  # below this (presets and their checkpoints) the default lr is 1e-4
+
+
+def rl(
+    data: Annotated[Path, typer.Option(help="Dataset directory (train.jsonl, images, policies/).")],
+    model: Annotated[str, typer.Option(help="Starting checkpoint: a directory, a cached HF id or a preset.")],
+    out: Annotated[Path, typer.Option(help="Output directory (final model, checkpoints, metrics.jsonl).")],
+    algo: Annotated[str, typer.Option(help="grpo (clip 0.2/0.3, beta 0.01) or dapo (clip 0.2/0.28, beta 0, "
+                                           "dynamic sampling).")] = "grpo",
+    policy_rollout: Annotated[bool, typer.Option(help="PolicyRollout: also sample G completions with the policy "
+                                                      "in context; all 2G form one group.")] = False,
+    num_generations: Annotated[int, typer.Option(help="G completions per prompt (and per policy prompt).")] = 5,
+    prompts_per_step: Annotated[int, typer.Option(help="Prompts (groups) per optimizer step, all processes.")] = 8,
+    epochs: Annotated[float, typer.Option(help="Passes over the training records.")] = 1.0,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (overrides --epochs when > 0).")] = 0,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-6; 1e-4 below 100M parameters).")] = None,
+    beta: Annotated[float | None, typer.Option(help="KL coefficient to the starting model (k3).")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Lower clip range epsilon_low.")] = None,
+    epsilon_high: Annotated[float | None, typer.Option(help="Upper clip range epsilon_high.")] = None,
+    loss_type: Annotated[str, typer.Option(help="grpo | dapo (token mean) | dr_grpo | bnpo.")] = "dapo",
+    scale_rewards: Annotated[str, typer.Option(help="Divide advantages by the group std, batch std or none.")] = "group",
+    mask_truncated_completions: Annotated[bool, typer.Option(help="No loss on completions cut by the length "
+                                                                  "limit.")] = False,
+    max_completion_length: Annotated[int, typer.Option(help="Maximum generated tokens.")] = 256,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    dynamic_sampling: Annotated[bool | None, typer.Option("--dynamic-sampling/--no-dynamic-sampling",
+                                                          help="Drop equal-reward groups and resample "
+                                                               "(default: on for dapo).")] = None,
+    dynamic_sampling_max_tries: Annotated[int, typer.Option(help="Resampling rounds before going on.")] = 20,
+    num_iterations: Annotated[int, typer.Option(help="Updates per rollout batch (mu).")] = 1,
+    per_device_train_batch_size: Annotated[int, typer.Option(help="Samples per forward/backward micro-batch.")] = 8,
+    generation_batch_size: Annotated[int, typer.Option(help="Prompts per generate() call.")] = 16,
+    policy_placement: Annotated[str, typer.Option(help="Where the policy goes in policy-aware prompts: system "
+                                                       "or user.")] = "system",
+    reward: Annotated[list[str], typer.Option(help="Reward: accuracy, format or module:function; repeat.")] = [  # noqa: B006
+        "accuracy", "format"],
+    reward_weights: Annotated[str | None, typer.Option(help="Weights, e.g. accuracy=0.9,format=0.1.")] = None,
+    split: Annotated[str, typer.Option(help="JSONL file of --data to train on.")] = "train",
+    save_steps: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: final model only).")] = 0,
+    save_total_limit: Annotated[int, typer.Option(help="Checkpoints to keep.")] = 2,
+    resume_from_checkpoint: Annotated[str | None, typer.Option(help="A checkpoint directory, or 'last'.")] = None,
+    report_to: Annotated[str, typer.Option(help="none, tensorboard, wandb, ... (accelerate trackers).")] = "none",
+    dtype: Annotated[str | None, typer.Option(help="float32 / bfloat16 (default: fp32 on CPU).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """RL with GRPO or DAPO, optionally with PolicyRollout; writes a from_pretrained-loadable model."""
+    from trimpi.data.schema import load_records
+    from trimpi.errors import DataError
+    from trimpi.models.loading import load_model
+    from trimpi.train.rl.config import RLConfig
+    from trimpi.train.rl.rewards import RewardSpec
+    from trimpi.train.rl.trainer import make_accelerator, train_rl
+
+    path = data / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (expected a dataset directory with {split}.jsonl)")
+    records = load_records(path)
+    rewards = RewardSpec.parse(reward, reward_weights)
+    accelerator = make_accelerator(report_to)
+    net, processor = load_model(model, dtype=dtype, device=accelerator.device, data=data, seed=seed)
+    if lr is None:
+        lr = 1e-4 if sum(p.numel() for p in net.parameters()) < SMALL_MODEL_PARAMS else 1e-6
+    cfg = RLConfig(
+        algo=algo, policy_rollout=policy_rollout, num_generations=num_generations, prompts_per_step=prompts_per_step,
+        epochs=epochs, max_steps=max_steps, learning_rate=lr, beta=beta, epsilon=epsilon, epsilon_high=epsilon_high,
+        dynamic_sampling=dynamic_sampling, dynamic_sampling_max_tries=dynamic_sampling_max_tries,
+        loss_type=loss_type, scale_rewards=scale_rewards, mask_truncated_completions=mask_truncated_completions,
+        max_completion_length=max_completion_length, temperature=temperature, num_iterations=num_iterations,
+        per_device_train_batch_size=per_device_train_batch_size, generation_batch_size=generation_batch_size,
+        policy_placement=policy_placement, save_steps=save_steps, save_total_limit=save_total_limit, seed=seed,
+        reward_weights=rewards.weights,
+    ).resolved()
+    row = train_rl(cfg, net, processor, records, data, out, rewards=rewards, accelerator=accelerator,
+                   resume_from_checkpoint=resume_from_checkpoint, start_checkpoint=str(model), report_to=report_to)
+    if accelerator.is_main_process:
+        typer.echo(f"model: {out}\nmetrics: {out / 'metrics.jsonl'}\nlast step: {row.get('step', 0)} "
+                   f"reward {row.get('reward', 0.0):.3f}")
