@@ -131,3 +131,21 @@ def test_render_pool_rejects_bad_input(tmp_path):
         render_pool(scenes(1), [], W, H, progress=False)
     with pytest.raises(TrimpiError):
         render_pool(scenes(1), [tmp_path / "a.png"], W, H, renderer="povray", progress=False)
+
+
+def test_attribute_crops_are_deterministic_and_show_the_value():
+    from trimpi.data.clevr.crops import render_attribute_crop
+    from trimpi.errors import DataError
+
+    a = render_attribute_crop("color", "red", 48)
+    assert a.size == (48, 48) and a.mode == "RGB"
+    assert a.tobytes() == render_attribute_crop("color", "red", 48).tobytes()
+    centre = np.asarray(a)[18:30, 18:30].reshape(-1, 3).astype(float)
+    assert classify(np.median(centre, axis=0)) == "red"
+    shapes = {v: np.asarray(render_attribute_crop("shape", v)) for v in ("cube", "sphere", "cylinder")}
+    assert len({s.tobytes() for s in shapes.values()}) == 3
+    rubber, metal = (np.asarray(render_attribute_crop("material", v)).astype(float) for v in ("rubber", "metal"))
+    assert metal.std() > rubber.std()  # reflections and a highlight make metal more contrasted
+    for bad in (("size", "large"), ("color", "pink"), ("texture", "wood")):
+        with pytest.raises(DataError):
+            render_attribute_crop(*bad)
