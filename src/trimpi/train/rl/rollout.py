@@ -17,7 +17,7 @@ from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import TrimpiError
 from trimpi.train.rl.core_algos import group_advantages, zero_std_groups
 from trimpi.train.rl.encoding import Prompt, PromptBuilder, completion_mask
-from trimpi.train.rl.engine import Completion, GenerationEngine, SamplingParams
+from trimpi.train.rl.engine import Completion, GenerationEngine, SamplingParams  # noqa: F401
 from trimpi.train.rl.rewards import RewardSpec
 
 
@@ -67,11 +67,10 @@ def sample_groups(
     samples when `policies` is given (PolicyRollout). Returns samples ordered by record,
     plain samples first."""
     plain = [builder(r) for r in records]
-    outs = engine.generate(plain, num_generations, params)
-    aware_outs: list[list[Completion]] = [[] for _ in records]
-    if policies is not None:
-        aware_prompts = [builder(r, policies.get(r)) for r in records]
-        aware_outs = engine.generate(aware_prompts, num_generations, params)
+    aware_prompts = [builder(r, policies.get(r)) for r in records] if policies is not None else []
+    # one engine call for both halves: one decoding loop over all 2G·B sequences
+    outs = engine.generate(plain + aware_prompts, num_generations, params)
+    outs, aware_outs = outs[: len(plain)], outs[len(plain) :] or [[] for _ in records]
     samples: list[Sample] = []
     for rec, gid, prompt, group, aware in zip(records, group_ids, plain, outs, aware_outs):
         samples += [Sample(rec, gid, False, prompt, c) for c in group]
