@@ -21,7 +21,8 @@ except ImportError as e:  # pragma: no cover - reported by the caller as a one-l
 
 def material(name, rgb, metal):
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    if mat.node_tree is None:  # Blender < 5 creates materials without nodes
+        mat.use_nodes = True
     bsdf = mat.node_tree.nodes["Principled BSDF"]
     bsdf.inputs["Base Color"].default_value = (*rgb, 1.0)
     bsdf.inputs["Metallic"].default_value = 1.0 if metal else 0.0
@@ -43,7 +44,8 @@ def setup(job):
     scene.render.image_settings.color_mode = "RGB"
     scene.view_settings.view_transform = "Standard"
     world = bpy.data.worlds.new("world")
-    world.use_nodes = True
+    if world.node_tree is None:
+        world.use_nodes = True
     world.node_tree.nodes["Background"].inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
     world.node_tree.nodes["Background"].inputs["Strength"].default_value = job["ambient"]
     scene.world = world

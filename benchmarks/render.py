@@ -1,0 +1,132 @@
+"""Rendering benchmark: the numpy ray caster against Blender Cycles (16 spp, denoised) on the same scenes.
+
+    python benchmarks/render.py [--scenes 5] [--pool 50] [--blender-python .venv-blender/bin/python] [--record]
+
+Prints a markdown table; with --record, replaces the "Rendering" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trimpi.data.clevr import blender_render as br
+from trimpi.data.clevr.render import render_numpy, render_pool
+from trimpi.data.clevr.scene import sample_scene
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"nproc {len(os.sched_getaffinity(0))}, {model}, load average at start {load}"
+
+
+def scenes(n: int, width: int, height: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [sample_scene(rng, width, height, f"bench_{i:06d}.png", i, "bench") for i in range(n)]
+
+
+def time_numpy(batch: list[dict], width: int, height: int) -> float:
+    """Seconds per image of render_numpy in this process (one core), after one warm-up render."""
+    render_numpy(batch[0], width, height)
+    start = time.perf_counter()
+    for s in batch:
+        render_numpy(s, width, height)
+    return (time.perf_counter() - start) / len(batch)
+
+
+def time_blender(batch: list[dict], width: int, height: int, python: str, out: Path) -> tuple[float, float]:
+    """(steady seconds per image between finished renders, total seconds per image with start-up)."""
+    import json
+
+    job = out / "job.json"
+    job.write_text(json.dumps(br.make_job(batch, [out / f"b{i}.png" for i in range(len(batch))], width, height)))
+    start = time.perf_counter()
+    proc = subprocess.Popen([python, str(br.SCRIPT), str(job)], stdout=subprocess.PIPE, text=True)
+    stamps = [time.perf_counter() for line in proc.stdout if line.startswith("rendered ")]
+    if proc.wait() != 0 or len(stamps) != len(batch):
+        sys.exit(f"Blender rendering failed (exit {proc.returncode})")
+    total = (stamps[-1] - start) / len(batch)
+    steady = (stamps[-1] - stamps[0]) / (len(batch) - 1) if len(batch) > 1 else total
+    return steady, total
+
+
+def time_pool(batch: list[dict], width: int, height: int, workers: int, out: Path) -> float:
+    """Seconds per image of render_pool (render + PNG + atomic write, worker start-up included)."""
+    start = time.perf_counter()
+    render_pool(batch, [out / f"w{workers}_{i}.png" for i in range(len(batch))], width, height,
+                workers=workers, progress=False)
+    return (time.perf_counter() - start) / len(batch)
+
+
+def record(section: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(r"^## Rendering\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenes", type=int, default=5, help="scenes rendered by both renderers")
+    ap.add_argument("--pool", type=int, default=50, help="images for the render_pool worker timings")
+    ap.add_argument("--size", default="320x240")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--blender-python", default=None, help="bpy interpreter (default .venv-blender/bin/python)")
+    ap.add_argument("--record", action="store_true", help="update the Rendering section of benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    batch = scenes(max(args.scenes, args.pool), width, height, args.seed)
+    same = batch[:args.scenes]
+    python = br.resolve_blender_python(args.blender_python)
+    with tempfile.TemporaryDirectory(prefix="trimpi-bench-") as tmp:
+        np_s = time_numpy(same, width, height)
+        bl_steady, bl_total = time_blender(same, width, height, python, Path(tmp))
+        pool1 = time_pool(batch[:args.pool], width, height, 1, Path(tmp))
+        pool2 = time_pool(batch[:args.pool], width, height, 2, Path(tmp))
+    rows = [
+        ("numpy ray caster (render only, 1 core)", f"{args.scenes}", f"{np_s:.4f}", "1.0"),
+        ("Blender Cycles 16 spp + denoise (per image, steady)", f"{args.scenes}", f"{bl_steady:.2f}",
+         f"{bl_steady / np_s:.0f}x slower"),
+        ("Blender Cycles 16 spp + denoise (incl. start-up)", f"{args.scenes}", f"{bl_total:.2f}",
+         f"{bl_total / np_s:.0f}x slower"),
+        ("numpy render_pool, 1 worker (render + PNG + write)", f"{args.pool}", f"{pool1:.4f}", ""),
+        ("numpy render_pool, 2 workers (render + PNG + write)", f"{args.pool}", f"{pool2:.4f}", ""),
+    ]
+    table = "| renderer | images | s / image | vs numpy |\n|---|---|---|---|\n"
+    table += "".join(f"| {' | '.join(r)} |\n" for r in rows)
+    cmd = "python benchmarks/render.py " + " ".join(sys.argv[1:])
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (f"## Rendering\n\n{width}x{height}, the same {args.scenes} sampled scenes (seed {args.seed}) for both "
+               f"renderers; worker timings over {args.pool} scenes.\n\n- command: `{cmd.strip()}`\n- date: {when}\n"
+               f"- machine: {machine()}\n- numpy renderer is **{bl_steady / np_s:.0f}x** faster than Blender per "
+               f"image (target >= 50x)\n\n{table}\n")
+    print(section)
+    if args.record:
+        record(section)
+        print(f"recorded in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
