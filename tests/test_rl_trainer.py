@@ -154,3 +154,19 @@ def test_dynamic_sampling_gives_up_with_message(data, tmp_path):
                    max_completion_length=4)
     with pytest.raises(TrimpiError, match="dynamic sampling"):
         train_rl(cfg, model, proc, records, root, tmp_path / "out", engine=GarbageEngine(proc))
+
+
+def test_lora_reference_is_adapter_disabled_base(data, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    root, records = data
+    model, proc = tiny_model()
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    cfg = RLConfig(algo="grpo", num_generations=2, prompts_per_step=2, max_steps=2, learning_rate=1e-2,
+                   max_completion_length=5, save_steps=1)
+    train_rl(cfg, model, proc, records, root, tmp_path / "out", rewards=VOWELS)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["kl"] > 0.0  # non-zero LoRA init: the policy differs from the base from the start
+    AutoModelForImageTextToText.from_pretrained(tmp_path / "out")
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()

@@ -49,6 +49,8 @@ def rl(
     save_total_limit: Annotated[int, typer.Option(help="Checkpoints to keep.")] = 2,
     resume_from_checkpoint: Annotated[str | None, typer.Option(help="A checkpoint directory, or 'last'.")] = None,
     report_to: Annotated[str, typer.Option(help="none, tensorboard, wandb, ... (accelerate trackers).")] = "none",
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (0: full-parameter training, the paper's setting).")] = 0,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
     dtype: Annotated[str | None, typer.Option(help="float32 / bfloat16 (default: fp32 on CPU).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
@@ -67,6 +69,10 @@ def rl(
     rewards = RewardSpec.parse(reward, reward_weights)
     accelerator = make_accelerator(report_to)
     net, processor = load_model(model, dtype=dtype, device=accelerator.device, data=data, seed=seed)
+    if lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        net = get_peft_model(net, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear"))
     if lr is None:
         lr = 1e-4 if sum(p.numel() for p in net.parameters()) < SMALL_MODEL_PARAMS else 1e-6
     cfg = RLConfig(

@@ -201,7 +201,11 @@ def train_rl(
     if accelerator.is_main_process:
         from trimpi.models.loading import save_checkpoint
 
-        save_checkpoint(accelerator.unwrap_model(model), processor, out)
+        final = accelerator.unwrap_model(model)
+        if _is_peft(final):  # LoRA: the saved model is the merged one, loadable with from_pretrained
+            final.save_pretrained(out / "adapter")
+            final = copy.deepcopy(final).merge_and_unload()
+        save_checkpoint(final, processor, out)
         write_json(out / "rl_config.json", {**base_state, "steps": step})
     accelerator.wait_for_everyone()
     if report_to not in (None, "", "none"):
