@@ -70,8 +70,9 @@ def intersect(p: dict, origin: np.ndarray, d: np.ndarray) -> np.ndarray:
         lo, ld = _local(p, o), _local(p, d)
         inv = 1.0 / np.where(np.abs(ld) < 1e-9, 1e-9, ld)
         t1, t2 = (-r - lo) * inv, (r - lo) * inv
-        tn = np.minimum(t1, t2).max(axis=1)
-        tf = np.maximum(t1, t2).min(axis=1)
+        near, far = np.minimum(t1, t2), np.maximum(t1, t2)
+        tn = np.maximum(np.maximum(near[:, 0], near[:, 1]), near[:, 2])
+        tf = np.minimum(np.minimum(far[:, 0], far[:, 1]), far[:, 2])
         return np.where((tf >= tn) & (tn > EPS), tn, np.inf)
     dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
     ox, oy, oz = o[:, 0], o[:, 1], o[:, 2]
@@ -205,12 +206,23 @@ def _box_blur(a: np.ndarray, r: int) -> np.ndarray:
 
 
 def _soften(vis: np.ndarray, ground: np.ndarray) -> np.ndarray:
-    """Soft shadows on the ground: blur visibility over ground pixels only (normalized convolution)."""
-    w = ground.astype(np.float32)
-    num, den = vis * w, w
+    """Soft shadows on the ground: blur visibility over ground pixels only (normalized convolution).
+
+    Only the box around the shadowed pixels is blurred: elsewhere visibility is 1 and stays 1.
+    """
+    ys, xs = np.nonzero(vis < 1)
+    if not len(ys):
+        return vis
+    m = 4 * SHADOW_BLUR + 2
+    y0, y1, x0, x1 = max(ys.min() - m, 0), ys.max() + m + 1, max(xs.min() - m, 0), xs.max() + m + 1
+    v, g = vis[y0:y1, x0:x1], ground[y0:y1, x0:x1]
+    w = g.astype(np.float32)
+    num, den = v * w, w
     for _ in range(2):
         num, den = _box_blur(num, SHADOW_BLUR), _box_blur(den, SHADOW_BLUR)
-    return np.where(ground, num / np.maximum(den, 1e-6), vis)
+    out = vis.copy()
+    out[y0:y1, x0:x1] = np.where(g, num / np.maximum(den, 1e-6), v)
+    return out
 
 
 def _ground_ao(prims, f, t_buf, ids, width, height) -> np.ndarray:
