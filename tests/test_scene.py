@@ -81,3 +81,14 @@ def test_min_pixels_is_enforced():
     for seed in range(10):
         scene = sample(seed, min_pixels=400)
         assert visible_pixel_counts(scene["objects"], W, H).min() >= 400
+
+
+def test_impossible_visibility_is_a_one_line_error():
+    import pytest
+
+    from trimpi.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="min_pixels"):
+        sc.sample_scene(np.random.default_rng(0), 32, 24, "a.png", 0, "train", min_pixels=10_000)
+    with pytest.raises(ConfigError):
+        sample(0, min_objects=5, max_objects=4)

@@ -29,6 +29,7 @@ ATTRIBUTES = {"shape": SHAPES, "color": tuple(COLORS), "size": tuple(SIZES), "ma
 MIN_DIST = 0.25  # CLEVR --min_dist
 MARGIN = 0.4  # CLEVR --margin
 MAX_RETRIES = 50  # CLEVR --max_retries
+MAX_SCENE_ATTEMPTS = 2000  # whole-scene restarts before giving up (CLEVR retries forever)
 EXTENT = 3.0  # objects are placed in [-EXTENT, EXTENT]^2
 
 # CLEVR's camera (Blender's default camera of base_scene.blend): location, XYZ Euler angles, 35 mm lens on
@@ -157,13 +158,16 @@ def sample_scene(rng: np.random.Generator, width: int, height: int, image_filena
 
         raise ConfigError(f"object count range {min_objects}..{max_objects} is empty")
     dirs = directions()
-    while True:
-        count = int(rng.integers(min_objects, max_objects + 1))
+    count = int(rng.integers(min_objects, max_objects + 1))  # kept across restarts, as CLEVR does
+    for _attempt in range(MAX_SCENE_ATTEMPTS):
         objects = _try_layout(rng, count, dirs)
-        if objects is None:
-            continue
-        if visible_pixel_counts(objects, width, height).min() >= min_pixels:
+        if objects is not None and visible_pixel_counts(objects, width, height).min() >= min_pixels:
             break
+    else:
+        from trimpi.errors import ConfigError
+
+        raise ConfigError(f"no layout of {count} objects leaves each visible by {min_pixels} pixels at "
+                          f"{width}x{height} after {MAX_SCENE_ATTEMPTS} tries: lower min_pixels or the count")
     for obj in objects:
         obj["pixel_coords"] = pixel_coords(obj["3d_coords"], width, height)
     return {
