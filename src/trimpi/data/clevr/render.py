@@ -225,6 +225,13 @@ def _soften(vis: np.ndarray, ground: np.ndarray) -> np.ndarray:
     return out
 
 
+def _occlusion(p: dict, pts: np.ndarray) -> np.ndarray:
+    """Cosine-weighted solid angle of p's sphere of radius r seen from ground points (..., 3)."""
+    q = p["c"] - pts
+    d2 = np.maximum((q * q).sum(axis=-1), p["r"] ** 2)
+    return (p["r"] ** 2 / d2) * (q[..., 2] / np.sqrt(d2))
+
+
 def _ground_ao(prims, f, t_buf, ids, width, height) -> np.ndarray:
     """Contact darkening of the ground: cosine-weighted solid angle of each object's bounding sphere."""
     occ = np.zeros((height, width), np.float32)
@@ -234,17 +241,14 @@ def _ground_ao(prims, f, t_buf, ids, width, height) -> np.ndarray:
         if rect is None:
             continue
         y0, y1, x0, x1 = rect
-        pts = f["origin"] + t_buf[y0:y1, x0:x1, None] * f["dirs"][y0:y1, x0:x1]
-        q = p["c"] - pts
-        d2 = np.maximum((q * q).sum(axis=2), p["r"] ** 2)
-        occ[y0:y1, x0:x1] += (p["r"] ** 2 / d2) * (q[..., 2] / np.sqrt(d2))
+        occ[y0:y1, x0:x1] += _occlusion(p, f["origin"] + t_buf[y0:y1, x0:x1, None] * f["dirs"][y0:y1, x0:x1])
     return np.where(ids < 0, np.clip(1 - AO_STRENGTH * occ, 0.3, 1), 1).astype(np.float32)
 
 
 def _env(r: np.ndarray) -> np.ndarray:
     """Radiance seen along reflected directions that escape the scene: a gray studio backdrop."""
     up = np.clip(r[:, 2], 0.0, 1.0)
-    return np.repeat((0.22 + 0.55 * up ** 0.6)[:, None], 3, axis=1)
+    return np.repeat((0.12 + 0.95 * up ** 0.5)[:, None], 3, axis=1)
 
 
 def _lambert(n: np.ndarray, vis: list[np.ndarray] | None = None) -> np.ndarray:
@@ -265,7 +269,9 @@ def _reflection(prims, pts, d, n, k) -> np.ndarray:
     tg = np.where(down, -pts[:, 2] / np.where(down, r[:, 2], -1.0), np.inf)
     ground_light = GROUND_ALBEDO * (AMBIENT + sum(i * lt[2] for lt, i, _ in _lights()))
     gxy = pts[down, :2] + tg[down, None] * r[down, :2]
-    out[down] = (ground_light / (1.0 + (np.linalg.norm(gxy, axis=1) / 14.0) ** 2))[:, None]
+    gpts = np.concatenate([gxy, np.zeros((len(gxy), 1), np.float32)], axis=1)
+    ao = np.clip(1 - AO_STRENGTH * sum(_occlusion(p, gpts) for p in prims), 0.3, 1)  # mirrored contact shadows
+    out[down] = (ground_light * ao / (1.0 + (np.linalg.norm(gxy, axis=1) / 14.0) ** 2))[:, None]
     best = np.minimum(best, tg)
     for p in prims:
         oc = pts - p["c"]
@@ -307,7 +313,7 @@ def _shade_objects(prims, f, t_buf, ids, normals, masks) -> tuple[np.ndarray, np
     m = np.flatnonzero(metal)
     if len(m):
         refl = _reflection(prims, pts[m], d[m], n[m], k[m])
-        col[m] = albedo[m] * (0.25 * diffuse[m][:, None] + 0.9 * refl)
+        col[m] = albedo[m] * (0.15 * diffuse[m][:, None] + 0.95 * refl)
     tint = np.where(metal[:, None], 0.4 + 0.6 * albedo, 1.0)
     return idx, col + spec[:, None] * tint
 
