@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -91,7 +90,3 @@ def render_blender(scenes: list[dict], paths: list[Path], width: int, height: in
             if proc.returncode == 3:
                 raise TrimpiError(f"{python} cannot import bpy ({last}): install it with `{INSTALL_HINT}`")
             raise TrimpiError(f"Blender rendering failed (exit {proc.returncode}): {last}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use trimpi.data.clevr.render.render_pool(..., renderer='blender')")
