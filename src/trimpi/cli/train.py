@@ -2,9 +2,88 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from trimpi.cli.rl import rl
 
 app = typer.Typer(help="Training stages: perception warm-up, VM-CPT, SFT and RL.", no_args_is_help=True)
 app.command("rl")(rl)
+
+Data = Annotated[Path, typer.Option(help="Dataset directory (train.jsonl, train_cot.jsonl, policies/).")]
+Out = Annotated[Path, typer.Option(help="Output checkpoint directory (from_pretrained-loadable).")]
+Model = Annotated[str, typer.Option(help="Preset (micro, smol), local checkpoint or cached Hugging Face id.")]
+Epochs = Annotated[float | None, typer.Option(help="Epochs (default: 5, the paper's).")]
+Lr = Annotated[float | None, typer.Option(help="Learning rate (default: paper's for real models, larger for presets).")]
+Batch = Annotated[int | None, typer.Option(help="Per-process micro-batch size.")]
+Accum = Annotated[int, typer.Option(help="Gradient accumulation steps.")]
+Rank = Annotated[int | None, typer.Option(help="LoRA rank; 0 = full fine-tuning (default: stage and model size).")]
+MaxSteps = Annotated[int, typer.Option(help="Stop after this many optimizer steps (-1: run all epochs).")]
+Seed = Annotated[int, typer.Option(help="Random seed.")]
+SaveSteps = Annotated[int, typer.Option(help="Checkpoint every N steps (a rerun resumes from the last one).")]
+ReportTo = Annotated[str, typer.Option(help="none, tensorboard, wandb (comma-separated), as in TrainingArguments.")]
+Merge = Annotated[bool, typer.Option(help="Merge LoRA into the saved checkpoint.")]
+Overwrite = Annotated[bool, typer.Option(help="Train again over a finished output directory.")]
+
+
+def _stage(stage: str, target: str, data, model, out, epochs, lr, batch_size, grad_accum, lora_rank, max_steps, seed,
+           save_steps, report_to, merge_lora, overwrite, split, limit) -> None:
+    from trimpi.train.sft import StageOptions, run_stage
+
+    opts = StageOptions(data=str(data), model=model, out=str(out), stage=stage, target=target, split=split,
+                        epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, lora_rank=lora_rank,
+                        merge_lora=merge_lora, max_steps=max_steps, seed=seed, save_steps=save_steps,
+                        report_to=report_to, limit=limit, overwrite=overwrite)
+    summary = run_stage(opts)
+    typer.echo(f"{stage}: {summary['global_step']} steps, train loss {summary['train_loss']:.4f} → {out}")
+
+
+@app.command("cpt")
+def cpt(
+    data: Data, out: Out, model: Model = "micro", epochs: Epochs = None, lr: Lr = None, batch_size: Batch = None,
+    grad_accum: Accum = 1, lora_rank: Rank = None, max_steps: MaxSteps = -1, seed: Seed = 0,
+    save_steps: SaveSteps = 50, report_to: ReportTo = "none", merge_lora: Merge = True, overwrite: Overwrite = False,
+    split: Annotated[str | None, typer.Option(help="JSONL split to read (default: train_cot).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N records.")] = None,
+) -> None:
+    """VM-CPT: loss on every non-visual token of [policy, images, query, reasoning, answer]."""
+    _stage("cpt", "cot", data, model, out, epochs, lr, batch_size, grad_accum, lora_rank, max_steps, seed,
+           save_steps, report_to, merge_lora, overwrite, split, limit)
+
+
+@app.command("sft")
+def sft(
+    data: Data, out: Out, model: Model = "micro",
+    target: Annotated[str, typer.Option(help="cot (reasoning + answer) or answer (Direct SFT).")] = "cot",
+    epochs: Epochs = None, lr: Lr = None, batch_size: Batch = None, grad_accum: Accum = 1, lora_rank: Rank = None,
+    max_steps: MaxSteps = -1, seed: Seed = 0, save_steps: SaveSteps = 50, report_to: ReportTo = "none",
+    merge_lora: Merge = True, overwrite: Overwrite = False,
+    split: Annotated[str | None, typer.Option(help="JSONL split (default: train_cot for cot, train for answer).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N records.")] = None,
+) -> None:
+    """SFT without the policy in the prompt: loss on the assistant target only."""
+    _stage("sft", target, data, model, out, epochs, lr, batch_size, grad_accum, lora_rank, max_steps, seed,
+           save_steps, report_to, merge_lora, overwrite, split, limit)
+
+
+@app.command("warmup")
+def warmup(
+    data: Data, out: Out, model: Model = "micro",
+    epochs: Annotated[float, typer.Option(help="Epochs over the dataset's distinct scenes.")] = 30,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-3,
+    batch_size: Annotated[int, typer.Option(help="Micro-batch size.")] = 16,
+    grad_accum: Accum = 1, max_steps: MaxSteps = -1, seed: Seed = 0, save_steps: SaveSteps = 200,
+    eval_scenes: Annotated[int, typer.Option(help="Held-out test scenes for attribute accuracy.")] = 100,
+    report_to: ReportTo = "none", overwrite: Overwrite = False,
+) -> None:
+    """Perception warm-up: caption scene graphs so a fresh vision tower names object attributes."""
+    from trimpi.train.warmup import WarmupOptions, run_warmup
+
+    summary = run_warmup(WarmupOptions(data=str(data), out=str(out), model=model, epochs=epochs, lr=lr,
+                                       batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, seed=seed,
+                                       eval_scenes=eval_scenes, save_steps=save_steps, report_to=report_to,
+                                       overwrite=overwrite))
+    acc = summary.get("attribute_accuracy")
+    typer.echo(f"warmup: {summary['global_step']} steps → {out}" + (f"; attribute accuracy {acc}" if acc else ""))

@@ -1,0 +1,71 @@
+"""Scene-graph captions for the perception warm-up, and their parsing for attribute accuracy.
+
+A caption lists the objects left to right: "3 objects: a small red metal cube, a large blue
+rubber sphere, a small gray rubber cylinder." (CLEVR schema: objects[*].{size,color,material,
+shape,pixel_coords}).
+"""
+
+from __future__ import annotations
+
+import re
+
+SIZES = ("small", "large")
+COLORS = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
+MATERIALS = ("rubber", "metal")
+SHAPES = ("cube", "sphere", "cylinder")
+ATTRIBUTES = ("size", "color", "material", "shape")
+CAPTION_PROMPT = "Describe the objects from left to right."
+_MATERIAL_ALIASES = {"metal": "metal", "rubber": "rubber"}
+
+
+def _norm_material(value: str) -> str:
+    return {"metallic": "metal", "matte": "rubber"}.get(value, value)
+
+
+def _norm_shape(value: str) -> str:
+    return {"ball": "sphere", "block": "cube"}.get(value, value)
+
+
+def scene_objects(scene: dict) -> list[dict]:
+    """Objects sorted left to right (by pixel x), with normalized attribute names."""
+    objs = sorted(scene.get("objects", []), key=lambda o: (o.get("pixel_coords") or [0])[0])
+    return [{"size": o["size"], "color": o["color"], "material": _norm_material(o["material"]),
+             "shape": _norm_shape(o["shape"])} for o in objs]
+
+
+def caption(scene: dict) -> str:
+    objs = scene_objects(scene)
+    words = ", ".join(f"a {o['size']} {o['color']} {o['material']} {o['shape']}" for o in objs)
+    return f"{len(objs)} objects: {words}."
+
+
+_OBJECT = re.compile(r"an? (\w+) (\w+) (\w+) (\w+)")
+
+
+def parse_caption(text: str) -> list[dict]:
+    """Objects named in a caption, in order (best effort on malformed text)."""
+    return [dict(zip(ATTRIBUTES, m.groups(), strict=True)) for m in _OBJECT.finditer(text)]
+
+
+def attribute_scores(predicted: str, scene: dict) -> dict[str, float]:
+    """Per-attribute hits over the scene's objects (position-matched), plus count correctness."""
+    truth, pred = scene_objects(scene), parse_caption(predicted)
+    scores = {a: 0.0 for a in ATTRIBUTES}
+    for i, obj in enumerate(truth):
+        if i < len(pred):
+            for a in ATTRIBUTES:
+                scores[a] += float(pred[i][a] == obj[a])
+    n = max(len(truth), 1)
+    out = {a: v / n for a, v in scores.items()}
+    out["count"] = float(len(pred) == len(truth))
+    return out
+
+
+def caption_vocabulary() -> list[str]:
+    """Texts covering every caption word (so a dataset-trained tokenizer encodes captions compactly)."""
+    lines = [CAPTION_PROMPT]
+    for s in SIZES:
+        for c in COLORS:
+            for m in MATERIALS:
+                lines += [f"a {s} {c} {m} {shape}" for shape in SHAPES]
+    return lines + [f"{n} objects:" for n in range(1, 11)]
