@@ -1,0 +1,91 @@
+"""Batched greedy generation for evaluation, on top of the RL generation engines.
+
+`GenerationEngine.generate` samples; greedy decoding is sampling with top_k = 1 (only the
+arg-max token survives), so any engine serves evaluation unchanged. `DeviceProcessor` is a
+thin adapter for `HFGenerateEngine`, which hands the processor's CPU tensors straight to
+`model.generate`: it moves them to the model's device (and floating tensors to its dtype).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from trimpi.data.schema import Policy, PolicyStore, Record
+from trimpi.train.rl.encoding import Prompt, PromptBuilder
+from trimpi.train.rl.engine import Completion, GenerationEngine, HFGenerateEngine, SamplingParams
+
+
+class DeviceProcessor:
+    """Wraps a processor so that its outputs land on `device` (floating tensors cast to `dtype`)."""
+
+    def __init__(self, processor, device: torch.device, dtype: torch.dtype | None = None):
+        self._processor = processor
+        self._device = device
+        self._dtype = dtype
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._processor, name)
+
+    def __call__(self, *args, **kwargs):
+        out = self._processor(*args, **kwargs)
+        for key, value in list(out.items()):
+            if isinstance(value, torch.Tensor):
+                if value.is_floating_point() and self._dtype is not None:
+                    value = value.to(dtype=self._dtype)
+                out[key] = value.to(self._device)
+        return out
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def model_dtype(model) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def make_engine(model, processor, batch_size: int) -> HFGenerateEngine:
+    """An HF generate engine on `model` whose inputs follow the model's device and dtype."""
+    wrapped = DeviceProcessor(processor, model_device(model), model_dtype(model))
+    return HFGenerateEngine(model, wrapped, batch_size=batch_size)
+
+
+def greedy_params(max_new_tokens: int) -> SamplingParams:
+    """Sampling parameters equivalent to greedy decoding."""
+    return SamplingParams(max_completion_length=max_new_tokens, temperature=1.0, top_p=1.0, top_k=1)
+
+
+def build_prompts(
+    builder: PromptBuilder, records: Sequence[Record], store: PolicyStore | None, override: Policy | None = None
+) -> list[Prompt]:
+    """Prompts for records; with a store, each record carries its own policy (or `override`)."""
+    if store is None:
+        return [builder(r) for r in records]
+    return [builder(r, override or store.get(r)) for r in records]
+
+
+def generate_texts(
+    engine: GenerationEngine,
+    prompts: Sequence[Prompt],
+    batch_size: int,
+    max_new_tokens: int,
+    desc: str = "generating",
+    progress: bool = True,
+) -> list[Completion]:
+    """One greedy completion per prompt, in the prompts' order.
+
+    Prompts are batched by similar length (less padding) and sent `batch_size` at a time.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i].text), i))
+    params = greedy_params(max_new_tokens)
+    out: list[Completion | None] = [None] * len(prompts)
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        groups = engine.generate([prompts[i] for i in batch], 1, params)
+        for i, group in zip(batch, groups, strict=True):
+            out[i] = group[0]
+    return [c for c in out if c is not None]

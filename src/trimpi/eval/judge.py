@@ -1,0 +1,80 @@
+"""LLM-judge policy referral (0–10) for policies without an exact reference path.
+
+The judge sees the policy text, the query, the correct answer and the response, and rates how
+correctly the response refers to and applies the policy. Its reply must end with
+"Score: N"; replies without a readable score in [0, 10] are counted as unparsed and left out
+of the mean.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from trimpi.data.schema import Policy, Record
+from trimpi.eval.client import ChatClient
+
+JUDGE_TEMPLATE = """You are grading whether an assistant's response refers to a policy correctly.
+
+### Policy
+{policy}
+
+### User query
+{query}
+
+### Correct answer
+{answer}
+
+### Assistant response
+{response}
+
+Rate from 0 to 10 how correctly the response refers to the policy: 10 means it names exactly \
+the policy rules that apply to this query and applies them correctly; 0 means it cites no rule \
+or only wrong ones. Reply with a one-sentence justification, then a last line "Score: N"."""
+
+_SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)(?![\d.])")
+
+
+def judge_messages(policy: Policy, record: Record, response: str) -> list[dict[str, Any]]:
+    """A one-turn, text-only conversation asking the judge for a 0–10 rating."""
+    text = JUDGE_TEMPLATE.format(policy=policy.text, query=record.query, answer=record.answer, response=response)
+    return [{"role": "user", "content": [{"type": "text", "text": text}]}]
+
+
+def parse_score(reply: str) -> float | None:
+    """The rating in [0, 10]: the last "Score: N", else the last number of the last line; else None."""
+    found = _SCORE.findall(reply or "")
+    if not found:
+        lines = [line for line in (reply or "").strip().splitlines() if line.strip()]
+        found = _NUMBER.findall(lines[-1]) if lines else []
+    if not found:
+        return None
+    value = float(found[-1])
+    return value if 0.0 <= value <= 10.0 else None
+
+
+def judge_rows(
+    client: ChatClient, items: list[tuple[Record, Policy, str]], max_tokens: int = 256
+) -> list[dict[str, Any]]:
+    """Ask the judge about each (record, policy, response); one row per item with the reply and score."""
+    replies = client.complete([judge_messages(p, r, text) for r, p, text in items], max_tokens=max_tokens)
+    return [
+        {"judge_reply": reply, "judge_score": parse_score(reply)}
+        for reply in replies
+    ]
+
+
+def summarize_judge(rows: list[dict[str, Any]], judge: str) -> dict[str, Any]:
+    """Mean rating (0–10) over parsed replies, its 0–1 `score`, and how many replies were unreadable."""
+    values = [r["judge_score"] for r in rows if r["judge_score"] is not None]
+    mean = sum(values) / len(values) if values else 0.0
+    return {
+        "method": "judge",
+        "judge": judge,
+        "n": len(rows),
+        "scale": 10,
+        "mean": mean,
+        "score": mean / 10,
+        "unparsed": len(rows) - len(values),
+    }

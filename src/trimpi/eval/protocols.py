@@ -1,0 +1,100 @@
+"""The evaluation protocols (SPEC §6): which JSONL file each reads and whether the policy is in the prompt.
+
+    accuracy           test.jsonl           no policy      end-to-end accuracy of an internalized model
+    in_context         test.jsonl           policy         baseline: a (base) model reading the policy
+    override           override_test.jsonl  new policy     an updated policy under the same name, in context
+    policy_in_context  test.jsonl           policy         the internalized model with its policy put back
+    referral           test.jsonl           no policy      does the reasoning cite the policy correctly?
+    forgetting         general_test.jsonl   no policy      general questions, before vs after
+    efficiency         test.jsonl           both           prompt tokens and prefill time with vs without
+
+`in_context` and `policy_in_context` run the same computation; they are kept apart so that
+results of a base model and of an internalized model never share a name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trimpi.data.io import iter_jsonl
+from trimpi.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """One protocol: the split file it reads and whether prompts carry the record's policy."""
+
+    name: str
+    split: str
+    with_policy: bool
+    generates: bool
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.split}.jsonl"
+
+
+PROTOCOLS: dict[str, ProtocolSpec] = {
+    p.name: p
+    for p in (
+        ProtocolSpec("accuracy", "test", False, True, "accuracy without the policy"),
+        ProtocolSpec("in_context", "test", True, True, "accuracy with the policy in the prompt (baseline)"),
+        ProtocolSpec("override", "override_test", True, True, "accuracy with the override policy in the prompt"),
+        ProtocolSpec("policy_in_context", "test", True, True, "internalized model with the policy put back"),
+        ProtocolSpec("referral", "test", False, True, "policy referral of the reasoning (exact or LLM judge)"),
+        ProtocolSpec("forgetting", "general_test", False, True, "general questions, before vs after"),
+        ProtocolSpec("efficiency", "test", True, False, "prompt tokens and prefill time with vs without policy"),
+    )
+}
+SPLIT_FILES = sorted({p.filename for p in PROTOCOLS.values()})
+
+
+def parse_protocols(text: str) -> list[str]:
+    """Comma-separated protocol names ("all" for every one), in the given order, without repeats."""
+    names: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip().replace("-", "_")
+        if not name:
+            continue
+        if name == "all":
+            names.extend(PROTOCOLS)
+            continue
+        if name not in PROTOCOLS:
+            raise ConfigError(f"--protocols: unknown protocol {raw.strip()!r} (expected {', '.join(PROTOCOLS)} or all)")
+        names.append(name)
+    if not names:
+        raise ConfigError("--protocols: no protocol given")
+    return list(dict.fromkeys(names))
+
+
+def resolve_datasets(data: str | Path) -> list[Path]:
+    """`data` itself when it holds split files, else its subdirectories that do (sorted)."""
+    data = Path(data)
+    if not data.is_dir():
+        raise DataError(f"{data}: dataset directory not found")
+    if any((data / f).is_file() for f in SPLIT_FILES):
+        return [data]
+    found = sorted(d for d in data.iterdir() if d.is_dir() and any((d / f).is_file() for f in SPLIT_FILES))
+    if not found:
+        raise DataError(f"{data}: no dataset files ({', '.join(SPLIT_FILES)}) in it or its subdirectories")
+    return found
+
+
+def check_files(dataset: Path, protocols: list[str]) -> None:
+    """Raise a one-line DataError naming the first split file a requested protocol needs but lacks."""
+    for name in protocols:
+        path = dataset / PROTOCOLS[name].filename
+        if not path.is_file():
+            raise DataError(f"{path}: file not found (protocol '{name}' needs {PROTOCOLS[name].filename})")
+
+
+def dataset_task(dataset: Path) -> str | None:
+    """The task of the first record of test.jsonl ("clevr", "gta", ...), or None without one."""
+    path = dataset / "test.jsonl"
+    if not path.is_file():
+        return None
+    for row in iter_jsonl(path):
+        return str(row.get("task"))
+    return None

@@ -1,0 +1,260 @@
+"""Run evaluation protocols on one or more dataset directories and write predictions and scores.
+
+    from trimpi.eval import EvalOptions, Subject, evaluate_model
+    subject = Subject.from_model(model, processor, batch_size=8)
+    results = evaluate_model(subject, "data/clevr/T-d2", "runs/eval", EvalOptions(protocols=["accuracy"]))
+
+With several datasets (a directory of dataset directories) each gets its own sub-directory
+of `out` and `out/scores.json` gathers them under "datasets"; with one, everything is in `out`.
+Scores are rewritten after every protocol, so an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trimpi.data.gta.scorers import TextScorer, get_scorer
+from trimpi.data.schema import POLICY_PLACEMENTS, PolicyStore, Record, load_records
+from trimpi.errors import ConfigError
+from trimpi.eval import efficiency as eff
+from trimpi.eval import files
+from trimpi.eval.client import ChatClient
+from trimpi.eval.forgetting import baseline_from_file, compare
+from trimpi.eval.generate import build_prompts, generate_texts, make_engine
+from trimpi.eval.judge import judge_rows, summarize_judge
+from trimpi.eval.protocols import PROTOCOLS, check_files, dataset_task, resolve_datasets
+from trimpi.eval.referral import score_referral, summarize_referral
+from trimpi.eval.scoring import score_example, summarize
+from trimpi.train.rl.encoding import PromptBuilder
+from trimpi.train.rl.engine import Completion, GenerationEngine
+
+
+@dataclass
+class EvalOptions:
+    """How to evaluate (the CLI options of `trimpi eval`)."""
+
+    protocols: list[str] = field(default_factory=lambda: ["accuracy"])
+    batch_size: int = 8
+    max_new_tokens: int = 512
+    limit: int | None = None  # first N records of each file
+    placement: str = "system"  # where the policy goes: system turn or start of the user turn
+    scorer: str = "default"  # GTA text-similarity scorer
+    judge_samples: int = 100  # responses rated by the judge (referral without an exact reference)
+    judge_max_tokens: int = 256
+    efficiency_samples: int = 8  # records whose prefill is timed
+    efficiency_repeats: int = 3  # forward passes per timing (median)
+    baseline_scores: Path | None = None  # earlier scores.json for forgetting
+    progress: bool = True
+
+    def check(self) -> None:
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if unknown:
+            raise ConfigError(f"--protocols: unknown protocol {unknown[0]!r} (expected {', '.join(PROTOCOLS)})")
+        if self.placement not in POLICY_PLACEMENTS:
+            raise ConfigError(f"--placement: expected one of {', '.join(POLICY_PLACEMENTS)}, got {self.placement!r}")
+        for key in ("batch_size", "max_new_tokens", "judge_samples", "efficiency_repeats"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')}: must be at least 1, got {getattr(self, key)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit: must be at least 1, got {self.limit}")
+        if self.efficiency_samples < 0:
+            raise ConfigError(f"--efficiency-samples: must be at least 0, got {self.efficiency_samples}")
+
+
+@dataclass
+class Subject:
+    """A model under evaluation: its processor, a generation engine, and the model itself (for timing)."""
+
+    processor: Any
+    engine: GenerationEngine
+    model: Any = None
+    name: str = "model"
+
+    @classmethod
+    def from_model(cls, model, processor, batch_size: int = 8, name: str = "model") -> Subject:
+        return cls(processor=processor, engine=make_engine(model, processor, batch_size), model=model, name=name)
+
+
+class DatasetEval:
+    """The protocols on one dataset directory; generations are shared between protocols that need the same."""
+
+    def __init__(self, subject: Subject, dataset: Path, out: Path, opts: EvalOptions, scorer: TextScorer,
+                 judge: ChatClient | None = None, meta: dict[str, Any] | None = None):
+        self.subject, self.dataset, self.out, self.opts = subject, Path(dataset), Path(out), opts
+        self.scorer, self.judge = scorer, judge
+        self.store = PolicyStore(self.dataset)
+        self.builder = PromptBuilder(subject.processor, self.dataset, placement=opts.placement)
+        self.scores: dict[str, Any] = {"dataset": self.dataset.name, "data": str(self.dataset), **(meta or {}),
+                                       "protocols": {}}
+        self._records: dict[str, list[Record]] = {}
+        self._generated: dict[tuple[str, bool], list[Completion]] = {}
+
+    def records(self, split: str) -> list[Record]:
+        if split not in self._records:
+            rows = load_records(self.dataset / f"{split}.jsonl")
+            self._records[split] = rows[: self.opts.limit] if self.opts.limit else rows
+        return self._records[split]
+
+    def completions(self, split: str, with_policy: bool, desc: str) -> list[Completion]:
+        """Greedy completions for a split, with or without each record's policy (computed once)."""
+        key = (split, with_policy)
+        if key not in self._generated:
+            records = self.records(split)
+            prompts = build_prompts(self.builder, records, self.store if with_policy else None)
+            self._generated[key] = generate_texts(self.subject.engine, prompts, self.opts.batch_size,
+                                                  self.opts.max_new_tokens, desc, self.opts.progress)
+        return self._generated[key]
+
+    def answer_rows(self, split: str, with_policy: bool, desc: str) -> list[dict[str, Any]]:
+        """One scored prediction row per record."""
+        rows = []
+        for rec, comp in zip(self.records(split), self.completions(split, with_policy, desc), strict=True):
+            rows.append({
+                "id": rec.id, "task": rec.task, "policy": rec.policy, "policy_in_prompt": with_policy,
+                "gold": rec.answer, "completion": comp.text, "completion_tokens": len(comp.token_ids),
+                "truncated": comp.truncated, **score_example(rec, comp.text, self.scorer),
+            })
+        return rows
+
+    def answers(self, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        spec = PROTOCOLS[name]
+        rows = self.answer_rows(spec.split, spec.with_policy, f"{self.dataset.name}:{name}")
+        summary = summarize(rows, self.scorer)
+        if name == "forgetting":
+            summary.setdefault("accuracy", summary["score"])
+            if self.opts.baseline_scores is not None:
+                before = baseline_from_file(self.opts.baseline_scores, self.dataset.name)
+                summary.update(compare(summary["accuracy"], before, str(self.opts.baseline_scores)))
+        return rows, summary
+
+    def referral(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Exact referral for ClevrPolicy records; an LLM judge on the first judge_samples otherwise."""
+        records = self.records("test")
+        comps = self.completions("test", False, f"{self.dataset.name}:referral")
+        if all(r.task == "clevr" for r in records):
+            rows = [{"id": r.id, "completion": c.text, **score_referral(r, c.text, self.dataset, self.store)}
+                    for r, c in zip(records, comps, strict=True)]
+            return rows, summarize_referral(rows)
+        if self.judge is None:
+            raise ConfigError(f"{self.dataset}: referral on non-ClevrPolicy records needs --judge")
+        items = [(r, self.store.get(r), c.text) for r, c in zip(records, comps, strict=True)][: self.opts.judge_samples]
+        judged = judge_rows(self.judge, items, self.opts.judge_max_tokens)
+        rows = [{"id": r.id, "completion": text, **j} for (r, _, text), j in zip(items, judged, strict=True)]
+        return rows, summarize_judge(rows, self.judge.name)
+
+    def efficiency(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        records = [r for r in self.records("test") if r.policy_path]
+        if not records:
+            raise ConfigError(f"{self.dataset / 'test.jsonl'}: no record has a policy; efficiency needs one")
+        pairs = [(r.id, self.builder(r, self.store.get(r)), self.builder(r)) for r in records]
+        model = self.subject.model
+        samples = self.opts.efficiency_samples if model is not None else 0
+        rows = eff.measure_rows(model, self.subject.processor, pairs, samples, self.opts.efficiency_repeats,
+                                self.opts.progress)
+        device = str(next(model.parameters()).device) if model is not None else "none"
+        return rows, eff.summarize_efficiency(rows, self.opts.efficiency_repeats, device)
+
+    def run(self, name: str) -> dict[str, Any]:
+        """Run one protocol, write its predictions, update scores.json; return its summary."""
+        start = time.perf_counter()
+        if name == "referral":
+            rows, summary = self.referral()
+        elif name == "efficiency":
+            rows, summary = self.efficiency()
+        else:
+            rows, summary = self.answers(name)
+        spec = PROTOCOLS[name]
+        path = files.write_predictions(self.out, name, rows)
+        summary = {"file": spec.filename, "policy_in_prompt": spec.with_policy if spec.generates else "both",
+                   **summary, "predictions": path.name, "seconds": round(time.perf_counter() - start, 3)}
+        self.scores["protocols"][name] = summary
+        files.write_scores(self.out, self.scores)
+        return summary
+
+
+def validate(datasets: list[Path], opts: EvalOptions, judge: bool) -> None:
+    """Fail before any work: missing split files, referral without a reference or a judge."""
+    opts.check()
+    for ds in datasets:
+        check_files(ds, opts.protocols)
+        if "referral" in opts.protocols and not judge and dataset_task(ds) != "clevr":
+            raise ConfigError(f"{ds}: referral on task '{dataset_task(ds)}' needs --judge (exact referral is "
+                              "ClevrPolicy only)")
+
+
+def dataset_outputs(datasets: list[Path], out: Path) -> list[Path]:
+    return [Path(out)] if len(datasets) == 1 else [Path(out) / ds.name for ds in datasets]
+
+
+def evaluate_model(subject: Subject, data: str | Path, out: str | Path, opts: EvalOptions,
+                   judge: ChatClient | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every protocol on every dataset under `data`; returns {dataset name: scores} and writes the files."""
+    datasets = resolve_datasets(data)
+    validate(datasets, opts, judge is not None)
+    scorer = get_scorer(opts.scorer)
+    meta = {"model": subject.name, "options": {k: (str(v) if isinstance(v, Path) else v)
+                                               for k, v in asdict(opts).items()},
+            "scorer": scorer.name, "judge": judge.name if judge else None, "versions": files.versions(),
+            **(meta or {})}
+    results: dict[str, Any] = {}
+    for ds, ds_out in zip(datasets, dataset_outputs(datasets, Path(out)), strict=True):
+        runner = DatasetEval(subject, ds, ds_out, opts, scorer, judge, meta)
+        for name in opts.protocols:
+            runner.run(name)
+        results[ds.name] = runner.scores
+    if len(datasets) > 1:
+        files.write_scores(Path(out), {**meta, "datasets": {k: v["protocols"] for k, v in results.items()}})
+    return results
+
+
+def add_forgetting_baseline(baseline: Subject, data: str | Path, out: str | Path, opts: EvalOptions,
+                            results: dict[str, Any], scorer: TextScorer | None = None) -> dict[str, Any]:
+    """Evaluate `baseline` on general_test.jsonl of each dataset and record before vs after in `forgetting`.
+
+    Writes predictions_forgetting_baseline.jsonl and updates each scores.json (and the summary)."""
+    datasets = resolve_datasets(data)
+    scorer = scorer or get_scorer(opts.scorer)
+    for ds, ds_out in zip(datasets, dataset_outputs(datasets, Path(out)), strict=True):
+        scores = results[ds.name]
+        after = scores["protocols"].get("forgetting")
+        if after is None:
+            continue
+        runner = DatasetEval(baseline, ds, ds_out, opts, scorer)
+        rows = runner.answer_rows("general_test", False, f"{ds.name}:forgetting (baseline)")
+        before = summarize(rows, scorer)["score"]
+        path = files.write_predictions(ds_out, "forgetting_baseline", rows)
+        after.update(compare(after["accuracy"], before, baseline.name))
+        after["baseline_predictions"] = path.name
+        files.write_scores(ds_out, scores)
+    if len(datasets) > 1:
+        meta = {k: v for k, v in next(iter(results.values())).items() if k not in ("dataset", "data", "protocols")}
+        files.write_scores(Path(out), {**meta, "datasets": {k: v["protocols"] for k, v in results.items()}})
+    return results
+
+
+def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, judge: str | None = None,
+             judge_model: str | None = None, baseline_model: str | None = None, dtype: str | None = None,
+             device: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Load the model (and judge / baseline), run `evaluate_model`, then the forgetting baseline if asked.
+
+    Everything that can be checked without a model (protocols, files, options) is checked first."""
+    from trimpi.eval.client import make_client
+    from trimpi.models.loading import load_model
+
+    datasets = resolve_datasets(data)
+    validate(datasets, opts, judge is not None)
+    if baseline_model and opts.baseline_scores:
+        raise ConfigError("--baseline-model and --baseline-scores: give one of them")
+    net, processor = load_model(model, dtype=dtype, device=device, data=datasets[0], seed=seed)
+    subject = Subject.from_model(net, processor, opts.batch_size, name=str(model))
+    client = make_client(judge, judge_model, dtype=dtype, device=device) if judge else None
+    results = evaluate_model(subject, data, out, opts, client)
+    if baseline_model and "forgetting" in opts.protocols:
+        del subject, net
+        base, base_proc = load_model(baseline_model, dtype=dtype, device=device, data=datasets[0], seed=seed)
+        baseline = Subject.from_model(base, base_proc, opts.batch_size, name=str(baseline_model))
+        add_forgetting_baseline(baseline, data, out, opts, results)
+    return results
