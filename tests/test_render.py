@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import colorsys
-import time
 
 import numpy as np
 import pytest
@@ -106,13 +105,11 @@ def test_metal_is_shinier_than_rubber_and_sizes_differ():
     assert (render("rubber", "small")[1] == 0).sum() * 3 < (ids == 0).sum()
 
 
-def test_render_is_deterministic_and_fast():
+def test_render_is_deterministic():
     batch = scenes(10, seed=2)
     a = [encode_png(render_numpy(s, W, H)[0]) for s in batch]
-    start = time.perf_counter()
     b = [encode_png(render_numpy(s, W, H)[0]) for s in batch]
     assert a == b
-    assert (time.perf_counter() - start) / len(batch) < 0.25  # target 0.05 s/img; loose on a shared CPU
 
 
 def test_render_pool_writes_same_bytes_for_any_worker_count(tmp_path):
