@@ -134,14 +134,32 @@ def last_checkpoint(checkpoints: Path) -> str | None:
     return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
 
 
+def stage_trainer_class():
+    """Trainer whose resume reloads full-model checkpoints through from_pretrained.
+
+    transformers saves some families (Qwen-VL) under their original checkpoint key names; the
+    stock resume path loads the raw file with strict=False and silently keeps fresh weights.
+    """
+    from transformers import Trainer
+
+    class StageTrainer(Trainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            target = model if model is not None else self.model
+            if hasattr(target, "peft_config") or not (Path(resume_from_checkpoint) / "config.json").is_file():
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=next(target.parameters()).dtype)
+            target.load_state_dict(loaded.state_dict())
+            return None
+
+    return StageTrainer
+
+
 def run_stage(opts: StageOptions, callbacks=(), model=None, processor=None, examples=None) -> dict:
     """Train one cpt/sft stage and save a merged checkpoint to `opts.out`; returns the summary.
 
     model/processor: an already loaded model (default: load `opts.model`); examples: ready
     chat examples (default: built from `opts.data` for the stage).
     """
-    from transformers import Trainer
-
     from trimpi.models.loading import load_model, save_checkpoint
     from trimpi.models.lora import apply_lora, merge_lora
     from trimpi.train.callbacks import MetricsJsonl
@@ -160,7 +178,7 @@ def run_stage(opts: StageOptions, callbacks=(), model=None, processor=None, exam
     mode = "all_but_visual" if opts.stage == "cpt" else "completion"
     collator = Collator(processor, mode, padding_side=opts.padding_side, config=model.config)
     checkpoints = out / "checkpoints"
-    trainer = Trainer(
+    trainer = stage_trainer_class()(
         model=model, args=training_arguments(opts, checkpoints), train_dataset=examples, data_collator=collator,
         compute_loss_func=masked_token_loss, callbacks=[MetricsJsonl(out / "metrics.jsonl"), *callbacks],
     )
