@@ -8,7 +8,7 @@ import shutil
 import pytest
 import typer
 from PIL import Image
-from test_eval_fixtures import ScriptedEngine, by_image, last_boxed, make_clevr, read_rows, tiny_for
+from test_eval_fixtures import ScriptedEngine, by_image, last_boxed, make_clevr, one_thread, read_rows, tiny_for
 from typer.testing import CliRunner
 
 from trimpi.cli.eval import evaluate
@@ -19,6 +19,12 @@ from trimpi.eval import EvalOptions, Subject, add_forgetting_baseline, evaluate_
 GENERATING = ("accuracy", "in_context", "override", "policy_in_context", "forgetting")
 SPLIT = {"accuracy": "test", "in_context": "test", "override": "override_test", "policy_in_context": "test",
          "forgetting": "general_test"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
