@@ -191,3 +191,35 @@ def test_missing_split_file_is_a_one_line_error(ckpt, ds, tmp_path):
     assert isinstance(res.exception, ConfigError) and "'overide'" in str(res.exception)
     with pytest.raises(DataError, match="dataset directory not found"):
         run_eval(str(ckpt), tmp_path / "nowhere", tmp_path / "o", EvalOptions())
+
+
+def test_several_datasets_and_results_kept_between_runs(ds, tiny, tmp_path):
+    _, processor = tiny
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in ("first", "second"):
+        (root / name).symlink_to(ds, target_is_directory=True)
+    general = load_records(ds / "general_test.jsonl")
+    right = by_image(ds, general, [f"\\boxed{{{r.answer}}}" for r in general])
+    out = tmp_path / "out"
+    evaluate_model(scripted(processor, right), root, out, EvalOptions(protocols=["forgetting"], progress=False))
+    summary = json.loads((out / "scores.json").read_text())
+    assert set(summary["datasets"]) == {"first", "second"}
+    assert all(summary["datasets"][n]["forgetting"]["accuracy"] == 1.0 for n in ("first", "second"))
+    assert (out / "first" / "predictions_forgetting.jsonl").is_file()
+
+    # a later run on the same model keeps the earlier protocols and reads the baseline per dataset
+    opts = EvalOptions(protocols=["accuracy", "forgetting"], limit=2, progress=False,
+                       baseline_scores=out / "scores.json")
+    evaluate_model(scripted(processor, lambda p: "\\boxed{nothing}"), root, out, opts)
+    second = json.loads((out / "second" / "scores.json").read_text())["protocols"]
+    assert second["forgetting"]["accuracy"] == 0.0 and second["forgetting"]["baseline_accuracy"] == 1.0
+    assert second["forgetting"]["delta"] == -1.0 and second["accuracy"]["n"] == 2
+    evaluate_model(scripted(processor, right), root, out, EvalOptions(protocols=["accuracy"], progress=False))
+    assert set(json.loads((out / "second" / "scores.json").read_text())["protocols"]) == {"accuracy", "forgetting"}
+    other = Subject(processor=processor, engine=ScriptedEngine(right), name="another model")
+    evaluate_model(other, root, out, EvalOptions(protocols=["accuracy"], progress=False))
+    assert set(json.loads((out / "second" / "scores.json").read_text())["protocols"]) == {"accuracy"}
+    with pytest.raises(DataError, match="--baseline-scores"):
+        evaluate_model(scripted(processor, right), root, out,
+                       EvalOptions(protocols=["forgetting"], baseline_scores=tmp_path / "none.json"))

@@ -54,6 +54,24 @@ def make_engine(model, processor, batch_size: int) -> HFGenerateEngine:
     return HFGenerateEngine(model, wrapped, batch_size=batch_size)
 
 
+# Generation-config fields that would bend greedy decoding away from the arg-max, and their neutral values.
+NEUTRAL_GENERATION = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0}
+
+
+def neutralize_generation_config(model) -> dict[str, object]:
+    """Reset the checkpoint's shaping defaults (e.g. repetition_penalty) so decoding is plain greedy.
+
+    Returns the values that were changed (recorded with the results)."""
+    config = getattr(model, "generation_config", None)
+    changed: dict[str, object] = {}
+    for key, neutral in NEUTRAL_GENERATION.items():
+        value = getattr(config, key, None)
+        if config is not None and value not in (None, neutral):
+            changed[key] = value
+            setattr(config, key, neutral)
+    return changed
+
+
 def greedy_params(max_new_tokens: int) -> SamplingParams:
     """Sampling parameters equivalent to greedy decoding."""
     return SamplingParams(max_completion_length=max_new_tokens, temperature=1.0, top_p=1.0, top_k=1)

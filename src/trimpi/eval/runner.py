@@ -11,6 +11,7 @@ Scores are rewritten after every protocol, so an interrupted run keeps what it f
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,12 +19,12 @@ from typing import Any
 
 from trimpi.data.gta.scorers import TextScorer, get_scorer
 from trimpi.data.schema import POLICY_PLACEMENTS, PolicyStore, Record, load_records
-from trimpi.errors import ConfigError
+from trimpi.errors import ConfigError, DataError
 from trimpi.eval import efficiency as eff
 from trimpi.eval import files
 from trimpi.eval.client import ChatClient
 from trimpi.eval.forgetting import baseline_from_file, compare
-from trimpi.eval.generate import build_prompts, generate_texts, make_engine
+from trimpi.eval.generate import build_prompts, generate_texts, make_engine, neutralize_generation_config
 from trimpi.eval.judge import judge_rows, summarize_judge
 from trimpi.eval.protocols import PROTOCOLS, check_files, dataset_task, resolve_datasets
 from trimpi.eval.referral import score_referral, summarize_referral
@@ -88,7 +89,7 @@ class DatasetEval:
         self.store = PolicyStore(self.dataset)
         self.builder = PromptBuilder(subject.processor, self.dataset, placement=opts.placement)
         self.scores: dict[str, Any] = {"dataset": self.dataset.name, "data": str(self.dataset), **(meta or {}),
-                                       "protocols": {}}
+                                       "protocols": previous_protocols(self.out, subject.name, self.dataset)}
         self._records: dict[str, list[Record]] = {}
         self._generated: dict[tuple[str, bool], list[Completion]] = {}
 
@@ -175,9 +176,25 @@ class DatasetEval:
         return summary
 
 
+def previous_protocols(out: Path, model: str, dataset: Path) -> dict[str, Any]:
+    """Results already in out/scores.json for the same model and dataset (kept when other protocols run)."""
+    path = Path(out) / files.SCORES
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if old.get("model") != model or old.get("data") != str(dataset):
+        return {}
+    return dict(old.get("protocols") or {})
+
+
 def validate(datasets: list[Path], opts: EvalOptions, judge: bool) -> None:
     """Fail before any work: missing split files, referral without a reference or a judge."""
     opts.check()
+    if opts.baseline_scores is not None and not Path(opts.baseline_scores).is_file():
+        raise DataError(f"{opts.baseline_scores}: file not found (--baseline-scores)")
     for ds in datasets:
         check_files(ds, opts.protocols)
         if "referral" in opts.protocols and not judge and dataset_task(ds) != "clevr":
@@ -249,12 +266,17 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
     if baseline_model and opts.baseline_scores:
         raise ConfigError("--baseline-model and --baseline-scores: give one of them")
     net, processor = load_model(model, dtype=dtype, device=device, data=datasets[0], seed=seed)
+    changed = neutralize_generation_config(net)
     subject = Subject.from_model(net, processor, opts.batch_size, name=str(model))
     client = make_client(judge, judge_model, dtype=dtype, device=device) if judge else None
-    results = evaluate_model(subject, data, out, opts, client)
+    param = next(net.parameters())
+    meta = {"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device),
+            "generation_overrides": changed}
+    results = evaluate_model(subject, data, out, opts, client, meta=meta)
     if baseline_model and "forgetting" in opts.protocols:
         del subject, net
         base, base_proc = load_model(baseline_model, dtype=dtype, device=device, data=datasets[0], seed=seed)
+        neutralize_generation_config(base)
         baseline = Subject.from_model(base, base_proc, opts.batch_size, name=str(baseline_model))
         add_forgetting_baseline(baseline, data, out, opts, results)
     return results
