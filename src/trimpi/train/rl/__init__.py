@@ -1,1 +1,16 @@
-"""RL stage: GRPO / DAPO with PolicyRollout (rollout engines, rewards, advantages, losses, trainer)."""
+"""RL stage: GRPO / DAPO with PolicyRollout (SPEC §4).
+
+Modules, in data-flow order:
+    config      RLConfig: every option (TRL names) and the per-algorithm paper defaults
+    encoding    Prompt / PromptBuilder (records → chat prompts), right-padded scoring batches
+    engine      GenerationEngine interface; HFGenerateEngine (transformers generate, KV cache)
+    rewards     reward signature fn(completions, records) -> floats; accuracy, format, RewardSpec
+    rollout     sample_groups (plain or PolicyRollout), make_batch (advantages), collect (dynamic sampling)
+    core_algos  pure math: group advantages, clipped objective, k3 KL, loss aggregation per loss_type
+    update      log-probs under the stored (no-policy) prompt; micro-batched policy update
+    metrics     per-step metrics reduced over processes, JSONL logger
+    checkpoint  save_pretrained checkpoints with optimizer / scheduler / RNG / data position
+    trainer     train_rl(): the loop
+
+Python entry point: `trimpi.train.rl.trainer.train_rl(cfg, model, processor, records, data_root, out)`.
+"""

@@ -95,6 +95,15 @@ def scoring_batch(
         attention[i, : pl + len(c)] = 1
         positions[i, : len(c)] = torch.arange(pl - 1, pl - 1 + len(c))
         comp[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+    # per-token side inputs aligned with input_ids (e.g. Qwen's mm_token_type_ids): completion tokens get 0
+    for key, value in list(enc.items()):
+        if key in ("input_ids", "attention_mask") or not torch.is_tensor(value):
+            continue
+        if value.dim() == 2 and value.shape == enc["input_ids"].shape:
+            wide = torch.zeros((n, length), dtype=value.dtype)
+            for i, pl in enumerate(prompt_lens):
+                wide[i, : int(pl)] = value[i, : int(pl)]
+            enc[key] = wide
     enc["input_ids"], enc["attention_mask"] = input_ids, attention
     return enc, positions, comp
 
