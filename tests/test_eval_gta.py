@@ -111,3 +111,17 @@ def test_referral_with_a_judge(gta, processor, tmp_path):
     assert "GTAPolicy" in prompt and test[0].query in prompt and "OCR_v1" in prompt
     rows = read_rows(tmp_path / "out" / "predictions_referral.jsonl")
     assert [r["judge_score"] for r in rows] == ratings
+
+
+def test_all_skips_what_does_not_apply(gta, processor, tmp_path):
+    from trimpi.eval.protocols import PROTOCOLS, asks_for_all, parse_protocols
+
+    assert asks_for_all("accuracy, all") and parse_protocols("all") == list(PROTOCOLS)
+    subject = Subject(processor=processor, engine=ScriptedEngine(lambda p: "none"), name="scripted")
+    opts = EvalOptions(protocols=parse_protocols("all"), skip_inapplicable=True, limit=2, progress=False)
+    res = evaluate_model(subject, gta, tmp_path / "out", opts)["gta"]["protocols"]
+    assert list(res) == list(PROTOCOLS)
+    assert "general_test.jsonl: file not found" in res["forgetting"]["skipped"]
+    assert "--judge" in res["referral"]["skipped"]
+    assert res["override"]["n"] == 2 and "skipped" not in res["efficiency"]
+    assert not (tmp_path / "out" / "predictions_forgetting.jsonl").exists()

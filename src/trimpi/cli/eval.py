@@ -18,7 +18,8 @@ def evaluate(
     model: Annotated[str, typer.Option(help="Checkpoint directory, cached Hugging Face id or preset.")],
     data: Annotated[Path, typer.Option(help="Dataset directory (test.jsonl, ...) or a directory of them.")],
     protocols: Annotated[str, typer.Option(help="Comma-separated: accuracy, in_context, override, "
-                                                "policy_in_context, referral, forgetting, efficiency, or all.")]
+                                                "policy_in_context, referral, forgetting, efficiency, or all (all: "
+                                                "those that apply to each dataset).")]
     = "accuracy",
     out: Annotated[Path | None, typer.Option(help="Output directory (default: eval/<model name>).")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 8,
@@ -44,20 +45,22 @@ def evaluate(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Evaluate a model: writes predictions_<protocol>.jsonl and scores.json, prints a summary."""
-    from trimpi.eval.protocols import parse_protocols
+    from trimpi.eval.protocols import asks_for_all, parse_protocols
     from trimpi.eval.runner import EvalOptions, run_eval
 
     opts = EvalOptions(
         protocols=parse_protocols(protocols), batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit,
         placement=placement, scorer=scorer, judge_samples=judge_samples, efficiency_samples=efficiency_samples,
-        efficiency_repeats=efficiency_repeats, baseline_scores=baseline_scores, progress=progress,
+        efficiency_repeats=efficiency_repeats, baseline_scores=baseline_scores,
+        skip_inapplicable=asks_for_all(protocols), progress=progress,
     )
     out = out or default_out(model)
     results = run_eval(model, data, out, opts, judge=judge, judge_model=judge_model, baseline_model=baseline_model,
                        dtype=dtype, device=device, seed=seed)
     for dataset, scores in results.items():
         for name, summary in scores["protocols"].items():
-            typer.echo(f"{dataset:>16} {name:<18} {summary_line(summary)}")
+            line = f"skipped: {summary['skipped']}" if "skipped" in summary else summary_line(summary)
+            typer.echo(f"{dataset:>16} {name:<18} {line}")
     typer.echo(f"results: {out / 'scores.json'}")
 
 

@@ -69,6 +69,22 @@ def parse_protocols(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def asks_for_all(text: str) -> bool:
+    """Whether a --protocols value uses "all" (then protocols that do not apply to a dataset are skipped)."""
+    return any(raw.strip() == "all" for raw in text.split(","))
+
+
+def inapplicable(dataset: Path, name: str, judge: bool) -> str | None:
+    """Why protocol `name` cannot run on `dataset` (a missing file, referral without a judge), or None."""
+    path = dataset / PROTOCOLS[name].filename
+    if not path.is_file():
+        return f"{path}: file not found (protocol '{name}' needs {PROTOCOLS[name].filename})"
+    if name == "referral" and not judge and dataset_task(dataset) != "clevr":
+        task = dataset_task(dataset)
+        return f"{dataset}: referral on task '{task}' needs --judge (exact referral is ClevrPolicy only)"
+    return None
+
+
 def resolve_datasets(data: str | Path) -> list[Path]:
     """`data` itself when it holds split files, else its subdirectories that do (sorted)."""
     data = Path(data)
@@ -82,12 +98,12 @@ def resolve_datasets(data: str | Path) -> list[Path]:
     return found
 
 
-def check_files(dataset: Path, protocols: list[str]) -> None:
-    """Raise a one-line DataError naming the first split file a requested protocol needs but lacks."""
+def check_files(dataset: Path, protocols: list[str], judge: bool = True) -> None:
+    """Raise a one-line error for the first requested protocol that cannot run on `dataset`."""
     for name in protocols:
-        path = dataset / PROTOCOLS[name].filename
-        if not path.is_file():
-            raise DataError(f"{path}: file not found (protocol '{name}' needs {PROTOCOLS[name].filename})")
+        reason = inapplicable(dataset, name, judge)
+        if reason is not None:
+            raise (DataError if "file not found" in reason else ConfigError)(reason)
 
 
 def dataset_task(dataset: Path) -> str | None:

@@ -26,7 +26,7 @@ from trimpi.eval.client import ChatClient
 from trimpi.eval.forgetting import baseline_from_file, compare
 from trimpi.eval.generate import build_prompts, generate_texts, make_engine, neutralize_generation_config
 from trimpi.eval.judge import judge_rows, summarize_judge
-from trimpi.eval.protocols import PROTOCOLS, check_files, dataset_task, resolve_datasets
+from trimpi.eval.protocols import PROTOCOLS, check_files, inapplicable, resolve_datasets
 from trimpi.eval.referral import score_referral, summarize_referral
 from trimpi.eval.scoring import score_example, summarize
 from trimpi.train.rl.encoding import PromptBuilder
@@ -48,6 +48,7 @@ class EvalOptions:
     efficiency_samples: int = 8  # records whose prefill is timed
     efficiency_repeats: int = 3  # forward passes per timing (median)
     baseline_scores: Path | None = None  # earlier scores.json for forgetting
+    skip_inapplicable: bool = False  # ("--protocols all") skip protocols a dataset lacks files or a judge for
     progress: bool = True
 
     def check(self) -> None:
@@ -158,6 +159,11 @@ class DatasetEval:
         device = str(next(model.parameters()).device) if model is not None else "none"
         return rows, eff.summarize_efficiency(rows, self.opts.efficiency_repeats, device)
 
+    def skip(self, name: str, reason: str) -> None:
+        """Record that a protocol does not apply to this dataset."""
+        self.scores["protocols"][name] = {"skipped": reason}
+        files.write_scores(self.out, self.scores)
+
     def run(self, name: str) -> dict[str, Any]:
         """Run one protocol, write its predictions, update scores.json; return its summary."""
         start = time.perf_counter()
@@ -195,11 +201,12 @@ def validate(datasets: list[Path], opts: EvalOptions, judge: bool) -> None:
     opts.check()
     if opts.baseline_scores is not None and not Path(opts.baseline_scores).is_file():
         raise DataError(f"{opts.baseline_scores}: file not found (--baseline-scores)")
+    if opts.skip_inapplicable:
+        if not any(inapplicable(ds, p, judge) is None for ds in datasets for p in opts.protocols):
+            raise DataError(f"{datasets[0]}: none of the protocols {', '.join(opts.protocols)} applies")
+        return
     for ds in datasets:
-        check_files(ds, opts.protocols)
-        if "referral" in opts.protocols and not judge and dataset_task(ds) != "clevr":
-            raise ConfigError(f"{ds}: referral on task '{dataset_task(ds)}' needs --judge (exact referral is "
-                              "ClevrPolicy only)")
+        check_files(ds, opts.protocols, judge)
 
 
 def dataset_outputs(datasets: list[Path], out: Path) -> list[Path]:
@@ -220,7 +227,11 @@ def evaluate_model(subject: Subject, data: str | Path, out: str | Path, opts: Ev
     for ds, ds_out in zip(datasets, dataset_outputs(datasets, Path(out)), strict=True):
         runner = DatasetEval(subject, ds, ds_out, opts, scorer, judge, meta)
         for name in opts.protocols:
-            runner.run(name)
+            reason = inapplicable(ds, name, judge is not None)
+            if reason is None:
+                runner.run(name)
+            else:  # only with skip_inapplicable: validate() refused the rest
+                runner.skip(name, reason)
         results[ds.name] = runner.scores
     if len(datasets) > 1:
         files.write_scores(Path(out), {**meta, "datasets": {k: v["protocols"] for k, v in results.items()}})
