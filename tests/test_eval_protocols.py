@@ -223,3 +223,17 @@ def test_several_datasets_and_results_kept_between_runs(ds, tiny, tmp_path):
     with pytest.raises(DataError, match="--baseline-scores"):
         evaluate_model(scripted(processor, right), root, out,
                        EvalOptions(protocols=["forgetting"], baseline_scores=tmp_path / "none.json"))
+
+
+def test_forgetting_against_a_baseline_model(ckpt, ds, tmp_path):
+    opts = EvalOptions(protocols=["forgetting"], max_new_tokens=4, batch_size=4, progress=False)
+    res = run_eval(str(ckpt), ds, tmp_path / "out", opts, baseline_model=str(ckpt))["T-d2"]["protocols"]
+    forgetting = res["forgetting"]
+    after = read_rows(tmp_path / "out" / "predictions_forgetting.jsonl")
+    before = read_rows(tmp_path / "out" / "predictions_forgetting_baseline.jsonl")
+    assert [r["completion"] for r in after] == [r["completion"] for r in before]  # same weights, greedy
+    assert forgetting["baseline_accuracy"] == pytest.approx(sum(own_correct(r) for r in before) / len(before))
+    assert forgetting["delta"] == 0.0 and forgetting["baseline_source"] == str(ckpt)
+    with pytest.raises(ConfigError, match="give one of them"):
+        run_eval(str(ckpt), ds, tmp_path / "o", EvalOptions(protocols=["forgetting"], baseline_scores=tmp_path
+                 / "out" / "scores.json"), baseline_model=str(ckpt))

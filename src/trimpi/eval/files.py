@@ -1,4 +1,27 @@
-"""Result files: predictions_<protocol>.jsonl (one row per example) next to scores.json, written atomically."""
+"""Result files: predictions_<protocol>.jsonl (one row per example) next to scores.json, written atomically.
+
+scores.json of one dataset:
+
+    {"dataset": "T-d2", "data": "<dir>", "model": "<name>", "options": {...EvalOptions},
+     "scorer": "lexical-f1", "judge": null, "versions": {...}, "dtype": ..., "device": ...,
+     "protocols": {
+       "accuracy":   {"file": "test.jsonl", "policy_in_prompt": false, "n": 200, "score": 0.81,
+                      "accuracy": 0.81, "by_task": {...}, "predictions": "predictions_accuracy.jsonl",
+                      "seconds": 12.3},
+       "override":   {... GTAPolicy: "tool", "argument", "overall", "scorer", "per_tool" ...},
+       "referral":   {"method": "exact", "exact", "partial", "precision", "recall", "cites_any", ...}
+                     or {"method": "judge", "judge", "mean" (0-10), "score" (0-1), "unparsed", ...},
+       "forgetting": {"accuracy", "baseline_accuracy", "delta", "relative_change_pct", "baseline_source", ...},
+       "efficiency": {"tokens_with_policy", "tokens_without_policy", "token_savings_pct",
+                      "prefill_s_with_policy", "prefill_s_without_policy", "prefill_savings_pct",
+                      "prefill_n", "prefill_repeats", "device", ...},
+       "<name>":     {"skipped": "<reason>"}   (with --protocols all)
+     }}
+
+Every summary has "score" in [0, 1] (accuracy, GTA overall, exact referral, judge mean / 10,
+token savings / 100). With several datasets, out/scores.json holds the run's metadata and
+"datasets": {name: protocols}, and each dataset has its own sub-directory.
+"""
 
 from __future__ import annotations
 

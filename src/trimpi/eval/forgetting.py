@@ -2,6 +2,10 @@
 
 The baseline comes from a second model evaluated on the same general_test.jsonl, or from the
 scores.json of an earlier `trimpi eval` run (its `forgetting` result for the same dataset).
+
+Hook for other general-ability sets: any directory holding a general_test.jsonl of records
+with task "general" and a \\boxed{} answer (e.g. an external benchmark converted to the
+record schema) is evaluated with `trimpi eval --data DIR --protocols forgetting`.
 """
 
 from __future__ import annotations
