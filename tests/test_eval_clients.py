@@ -116,3 +116,21 @@ def test_boxed_scoring():
     assert score_boxed(rec("general", "yes"), "\\boxed{ Yes. }")["correct"]  # normalized for general
     assert score_boxed(rec("general", "2"), "\\boxed{2}")["score"] == 1.0
     assert score_boxed(rec("general", "2"), "two")["pred"] is None
+
+
+def test_inputs_follow_the_model_dtype(tmp_path):
+    """A bf16 model gets bf16 pixel values (the processor makes fp32); integer tensors keep their dtype."""
+    from trimpi.eval.generate import DeviceProcessor
+    from trimpi.models.tiny import build_tiny
+
+    model, processor = build_tiny("idefics3")
+    model = model.to(torch.bfloat16)
+    Image.new("RGB", (112, 112), (200, 30, 30)).save(tmp_path / "c.png")
+    conv = [{"role": "user", "content": [{"type": "image", "path": str(tmp_path / "c.png")},
+                                         {"type": "text", "text": "a small red metal cube"}]}]
+    wrapped = DeviceProcessor(processor, torch.device("cpu"), torch.bfloat16)
+    text = processor.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    out = wrapped(text=[text], images=[[Image.open(tmp_path / "c.png")]], return_tensors="pt")
+    assert out["pixel_values"].dtype == torch.bfloat16 and out["input_ids"].dtype == torch.long
+    assert wrapped.tokenizer is processor.tokenizer
+    assert isinstance(LocalClient(model, processor).complete([conv], max_tokens=3)[0], str)
