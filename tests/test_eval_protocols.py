@@ -147,6 +147,7 @@ def test_accuracy_override_and_forgetting_with_known_answers(ds, tiny, tmp_path)
     out = tmp_path / "out"
     res = evaluate_model(scripted(processor, reply), ds, out, opts)["T-d2"]["protocols"]
     assert res["accuracy"]["accuracy"] == pytest.approx(sum(i % 3 == 0 for i in range(len(test))) / len(test))
+    assert res["accuracy"]["format_rate"] == res["accuracy"]["accuracy"]  # only those replies have <think>
     assert res["override"]["accuracy"] == pytest.approx(sum(i % 2 == 0 for i in range(len(override))) / len(override))
     acc_general = sum(i % 2 == 0 for i in range(len(general))) / len(general)
     assert res["forgetting"]["accuracy"] == pytest.approx(acc_general)

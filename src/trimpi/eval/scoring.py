@@ -18,7 +18,7 @@ from typing import Any
 from trimpi.data.gta.metrics import parse_tool_call, score_many, score_tool_call
 from trimpi.data.gta.scorers import TextScorer
 from trimpi.data.schema import Record
-from trimpi.train.rl.rewards import after_think, extract_boxed
+from trimpi.train.rl.rewards import after_think, extract_boxed, format_reward
 
 
 def normalize_answer(text: str) -> str:
@@ -58,8 +58,9 @@ def score_gta(record: Record, text: str, scorer: TextScorer) -> dict[str, Any]:
 
 
 def score_example(record: Record, text: str, scorer: TextScorer) -> dict[str, Any]:
-    """Score one completion by the record's task."""
-    return score_gta(record, text, scorer) if record.task == "gta" else score_boxed(record, text)
+    """Score one completion by the record's task; `format` is 1 for <think>…</think> then the answer."""
+    scores = score_gta(record, text, scorer) if record.task == "gta" else score_boxed(record, text)
+    return {**scores, "format": format_reward([text or ""], [record])[0]}
 
 
 def _mean(values: list[float]) -> float:
@@ -69,7 +70,8 @@ def _mean(values: list[float]) -> float:
 def summarize(rows: list[dict[str, Any]], scorer: TextScorer) -> dict[str, Any]:
     """Mean score over prediction rows, with per-task metrics under `by_task`.
 
-    Rows need "task", "score", and for task "gta" "completion" and "gold".
+    Rows need "task", "score", and for task "gta" "completion" and "gold"; "format" and
+    "truncated" give the share of well-formed and of length-cut completions.
     """
     by_task: dict[str, dict[str, Any]] = {}
     for task in sorted({r["task"] for r in rows}):
@@ -78,7 +80,13 @@ def summarize(rows: list[dict[str, Any]], scorer: TextScorer) -> dict[str, Any]:
             by_task[task] = score_many([r["completion"] for r in sub], [r["gold"] for r in sub], scorer)
         else:
             by_task[task] = {"n": len(sub), "accuracy": _mean([r["score"] for r in sub])}
-    summary: dict[str, Any] = {"n": len(rows), "score": _mean([r["score"] for r in rows]), "by_task": by_task}
+    summary: dict[str, Any] = {
+        "n": len(rows),
+        "score": _mean([r["score"] for r in rows]),
+        "format_rate": _mean([float(r.get("format", 0.0)) for r in rows]),
+        "truncated_rate": _mean([float(r.get("truncated", False)) for r in rows]),
+        "by_task": by_task,
+    }
     if len(by_task) == 1:
         only = next(iter(by_task.values()))
         summary.update({k: v for k, v in only.items() if k != "n"})
