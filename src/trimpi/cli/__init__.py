@@ -9,6 +9,7 @@ import typer
 
 from trimpi.cli import data as data_cli
 from trimpi.cli import demo as demo_cli
+from trimpi.cli import eval as eval_cli
 from trimpi.cli import train as train_cli
 from trimpi.errors import TrimpiError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data")
 app.add_typer(train_cli.app, name="train")
+app.command("eval")(eval_cli.evaluate)
 app.command("demo")(demo_cli.demo)
 
 
