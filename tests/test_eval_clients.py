@@ -134,3 +134,15 @@ def test_inputs_follow_the_model_dtype(tmp_path):
     assert out["pixel_values"].dtype == torch.bfloat16 and out["input_ids"].dtype == torch.long
     assert wrapped.tokenizer is processor.tokenizer
     assert isinstance(LocalClient(model, processor).complete([conv], max_tokens=3)[0], str)
+
+
+def test_checkpoint_repetition_penalty_is_reset():
+    from types import SimpleNamespace
+
+    from trimpi.eval.generate import greedy_params, neutralize_generation_config
+
+    model = SimpleNamespace(generation_config=SimpleNamespace(repetition_penalty=1.05, no_repeat_ngram_size=0))
+    assert neutralize_generation_config(model) == {"repetition_penalty": 1.05}
+    assert model.generation_config.repetition_penalty == 1.0
+    assert neutralize_generation_config(SimpleNamespace()) == {}
+    assert greedy_params(7).top_k == 1 and greedy_params(7).max_completion_length == 7
