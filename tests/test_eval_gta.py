@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_eval_fixtures import ScriptedEngine, read_rows
+from test_eval_fixtures import ScriptedEngine, one_thread, read_rows
 
 from trimpi.data.schema import load_records
 from trimpi.errors import ConfigError
-from trimpi.eval import EvalOptions, Subject, evaluate_model
+from trimpi.eval import EvalOptions, LocalClient, Subject, evaluate_model
+from trimpi.eval.judge import parse_score
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,18 @@ def test_all_skips_what_does_not_apply(gta, processor, tmp_path):
     assert "--judge" in res["referral"]["skipped"]
     assert res["override"]["n"] == 2 and "skipped" not in res["efficiency"]
     assert not (tmp_path / "out" / "predictions_forgetting.jsonl").exists()
+
+
+def test_referral_judged_by_a_local_model(gta, processor, tmp_path):
+    from trimpi.models.tiny import build_tiny
+
+    judge = LocalClient(*build_tiny("idefics3", seed=1), name="tiny-judge")
+    subject = Subject(processor=processor, engine=ScriptedEngine(lambda p: "Score: 12"), name="scripted")
+    opts = EvalOptions(protocols=["referral"], judge_samples=2, judge_max_tokens=4, progress=False)
+    with one_thread():
+        res = evaluate_model(subject, gta, tmp_path / "out", opts, judge=judge)["gta"]["protocols"]["referral"]
+    rows = read_rows(tmp_path / "out" / "predictions_referral.jsonl")
+    assert res["n"] == 2 and res["judge"] == "tiny-judge" and len(rows) == 2
+    ratings = [parse_score(r["judge_reply"]) for r in rows]  # a random model rarely writes a valid rating
+    assert [r["judge_score"] for r in rows] == ratings
+    assert res["unparsed"] == ratings.count(None)
