@@ -16,7 +16,7 @@ import torch
 
 from trimpi.errors import ModelError
 from trimpi.models.tiny import TinySize, build_idefics3
-from trimpi.models.tokenizer import train_bpe_tokenizer
+from trimpi.models.tokenizer import chatml_template, train_bpe_tokenizer
 
 MICRO = TinySize(hidden=256, layers=4, heads=4, kv_heads=4, intermediate=688, vision_hidden=128, vision_layers=4,
                  vision_heads=4, vocab=2048, image_size=112)
@@ -86,15 +86,10 @@ def build_smol(seed: int = 0):
     model.lm_head.load_state_dict(lm.lm_head.state_dict())
     edge = {"longest_edge": 112}
     improc = Idefics3ImageProcessorPil(size=edge, max_image_size=edge, do_image_splitting=False)
-    template = tok.chat_template.replace("{{ message['content'] }}", _CONTENT) if tok.chat_template else None
-    processor = Idefics3Processor(image_processor=improc, tokenizer=tok, image_seq_len=16, chat_template=template)
+    # SmolLM2's own ChatML template prints content as a string; this one renders image blocks too.
+    processor = Idefics3Processor(image_processor=improc, tokenizer=tok, image_seq_len=16,
+                                  chat_template=chatml_template("<image>"))
     return model.float(), processor
-
-
-# SmolLM2's ChatML template prints content as a string; this renders text and image blocks.
-_CONTENT = ("{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for c in message['content'] %}"
-            "{% if c['type'] == 'image' %}<image>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
-            "{% endfor %}{% endif %}")
 
 
 def build_preset(name: str, data=None, texts=None, seed: int = 0):
