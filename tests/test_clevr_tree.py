@@ -152,3 +152,10 @@ def test_general_questions_are_answered_by_the_scene():
         else:
             attr = question.split()[3]
             assert answer in ATTRIBUTE_VALUES[attr]
+
+
+def test_restated_policy_lines_cite_nothing():
+    policy_line = "Condition 1: Is there a cyan object in the image? If yes, go to Condition 1.1. If no, the response is Case 2."
+    assert cited_conditions(policy_line) == []
+    assert cited_conditions("Condition 1.2: Is there a red cube? no, none.\nCondition 1.2.1: Is there a cube? YES") == [
+        ("1.2", False), ("1.2.1", True)]

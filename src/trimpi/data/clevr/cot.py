@@ -12,7 +12,9 @@ import re
 from trimpi.data.clevr.policy import describe
 from trimpi.data.clevr.tree import exists, matches
 
-CITATION = re.compile(r"Condition\s+(\d+(?:\.\d+)*)\s*:[^\n]*?\b(Yes|No)\b", re.IGNORECASE)
+# "Condition 1.2: Is there a red cube? No, ..." — the outcome must answer the question directly, so a
+# restated policy line ("... in the image? If yes, go to ...") cites nothing.
+CITATION = re.compile(r"Condition\s+(\d+(?:\.\d+)*)\s*:[^\n?]*\?\s*(Yes|No)\b", re.IGNORECASE)
 
 
 def object_phrase(obj: dict) -> str:
