@@ -180,7 +180,7 @@ def run_stage(opts: StageOptions, callbacks=(), model=None, processor=None, exam
     checkpoints = out / "checkpoints"
     trainer = stage_trainer_class()(
         model=model, args=training_arguments(opts, checkpoints), train_dataset=examples, data_collator=collator,
-        compute_loss_func=masked_token_loss, callbacks=[MetricsJsonl(out / "metrics.jsonl"), *callbacks],
+        processing_class=processor, compute_loss_func=masked_token_loss, callbacks=[MetricsJsonl(out / "metrics.jsonl"), *callbacks],
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
     summary = {"stage": opts.stage, "target": opts.target, "examples": len(examples),
