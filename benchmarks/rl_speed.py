@@ -114,13 +114,15 @@ def main() -> None:
     ap.add_argument("--g", type=int, default=8)
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from test_rl_fixtures import make_dataset
 
     from trimpi.data.schema import load_records
 
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = make_dataset(Path(tmp) / "data", n=8, with_policy_image=True)
         records = load_records(root / "train.jsonl")
