@@ -22,7 +22,10 @@ def test_caption_lists_objects_left_to_right_and_parses_back():
     perfect = attribute_scores(text, SCENE)
     assert all(v == 1.0 for v in perfect.values())
     half = attribute_scores("1 objects: a small cyan metal cube.", SCENE)
-    assert half == {"size": 0.5, "color": 0.5, "material": 0.0, "shape": 0.5, "count": 0.0}
+    assert {k: v for k, v in half.items() if not k.endswith("_set")} == {
+        "size": 0.5, "color": 0.5, "material": 0.0, "shape": 0.5, "count": 0.0}
+    swapped = attribute_scores("2 objects: a large red metal sphere, a small cyan rubber cube.", SCENE)
+    assert swapped["color"] == 0.0 and swapped["color_set"] == 1.0
 
 
 def test_scene_items_are_distinct_images(tmp_path):

@@ -8,6 +8,7 @@ shape,pixel_coords}).
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 SIZES = ("small", "large")
 COLORS = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
@@ -48,7 +49,8 @@ def parse_caption(text: str) -> list[dict]:
 
 
 def attribute_scores(predicted: str, scene: dict) -> dict[str, float]:
-    """Per-attribute hits over the scene's objects (position-matched), plus count correctness."""
+    """Per-attribute hits over the scene's objects (position-matched), count correctness, and
+    order-free `<attr>_set` scores (multiset overlap of the attribute's values)."""
     truth, pred = scene_objects(scene), parse_caption(predicted)
     scores = {a: 0.0 for a in ATTRIBUTES}
     for i, obj in enumerate(truth):
@@ -58,6 +60,9 @@ def attribute_scores(predicted: str, scene: dict) -> dict[str, float]:
     n = max(len(truth), 1)
     out = {a: v / n for a, v in scores.items()}
     out["count"] = float(len(pred) == len(truth))
+    for a in ATTRIBUTES:  # order-free: shared values of the attribute's multisets / the larger list
+        t, p = Counter(o[a] for o in truth), Counter(o[a] for o in pred)
+        out[f"{a}_set"] = sum((t & p).values()) / max(len(truth), len(pred), 1)
     return out
 
 

@@ -86,9 +86,10 @@ def attribute_accuracy(model, processor, items: list[dict]) -> dict[str, float]:
     """Mean per-attribute accuracy (position-matched objects) and object-count accuracy over scenes."""
     preds = generate_captions(model, processor, [it["image"] for it in items])
     rows = [attribute_scores(p, read_json(it["scene"])) for p, it in zip(preds, items, strict=True)]
-    keys = (*ATTRIBUTES, "count")
+    keys = rows[0].keys() if rows else ()
     result = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in keys}
-    result["attributes"] = sum(result[a] for a in ATTRIBUTES) / len(ATTRIBUTES)
+    result["attributes"] = sum(result.get(a, 0.0) for a in ATTRIBUTES) / len(ATTRIBUTES)
+    result["attributes_set"] = sum(result.get(f"{a}_set", 0.0) for a in ATTRIBUTES) / len(ATTRIBUTES)
     result["scenes"] = len(rows)
     return result
 
