@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_rl_fixtures import POLICY_TEXT, make_dataset
+from test_rl_fixtures import POLICY_TEXT, make_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 from trimpi.data.schema import PolicyStore, load_records
 from trimpi.train.rl.encoding import PromptBuilder, completion_logps, scoring_batch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from test_rl_fixtures import make_dataset, tiny_model
+from test_rl_fixtures import make_dataset, tiny_model, one_thread  # noqa: F401 (autouse fixture)
 
 from trimpi.data.schema import PolicyStore, load_records
 from trimpi.train.rl.encoding import PromptBuilder, completion_logps, scoring_batch

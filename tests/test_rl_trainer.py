@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_rl_fixtures import make_dataset, tiny_model
+from test_rl_fixtures import make_dataset, tiny_model, one_thread  # noqa: F401 (autouse fixture)
 
 from trimpi.data.schema import PolicyStore, load_records
 from trimpi.train.rl.config import RLConfig
