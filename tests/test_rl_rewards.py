@@ -51,3 +51,12 @@ def test_gta_format_and_garbage_scores_zero():
 def test_parse_weights():
     spec = RewardSpec.parse(["accuracy", "format"], "accuracy=0.5,format=0.5")
     assert spec.weights == {"accuracy": 0.5, "format": 0.5}
+
+
+def test_gta_reward_uses_overall_tool_call_score():
+    gold = '{"name": "ImageDescription_v5", "arguments": {"image": "image/coffee.jpg"}}'
+    r = rec(task="gta", answer=gold)
+    wrong_version = '<think>x</think>{"name": "ImageDescription_v4", "arguments": {"image": "image/coffee.jpg"}}'
+    total, parts = RewardSpec().score(["<think>describe</think>" + gold, gold, wrong_version], [r] * 3)
+    assert parts["accuracy"] == [1.0, 1.0, 0.5]  # overall = (tool + argument) / 2
+    assert total == pytest.approx([1.0, 0.9, 0.55])
