@@ -1,0 +1,172 @@
+"""Run one step of a plan by calling the library: data builders, stages, RL and evaluation.
+
+Inputs are positional: training steps take [model, data]; eval takes [model, data, (baseline)].
+Each executor writes into the step's directory and returns a small JSON-able result that goes
+into done.json. Training steps resume from their own checkpoints when a directory is partial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trimpi.data.io import read_json
+from trimpi.pipeline.plan import TINY_PREFIX
+from trimpi.pipeline.steps import Step
+
+RESUMABLE = ("warmup", "cpt", "sft", "rl")  # kinds whose partial directory resumes instead of restarting
+RL_SMALL_MODEL_PARAMS = 100_000_000  # as `trimpi train rl`: below this the default lr is 1e-4
+
+
+@dataclass
+class Context:
+    """What executors need beyond the step: the run directory, hooks and display options."""
+
+    out: Path
+    progress: bool = False
+    callbacks: list = field(default_factory=list)  # transformers callbacks for warmup / cpt / sft
+    on_rl_step: Callable[[int, dict], None] | None = None
+
+
+def dataset_path(step: Step, out: Path) -> Path:
+    """The dataset directory a data step provides."""
+    cfg = step.config
+    if cfg["source"] == "path":
+        return Path(cfg["path"])
+    if cfg["source"] == "gta":
+        return step.dir(out) / "gta"
+    return step.dir(out) / "clevr" / cfg["setting"]
+
+
+def model_path(step: Step, out: Path) -> str:
+    """The checkpoint (directory, or a Hugging Face id / path for an unmaterialized base) a step provides."""
+    if step.kind == "base" and not step.inputs:
+        return step.config["model"]
+    return str(step.dir(out) / "model") if step.kind == "base" else str(step.dir(out))
+
+
+def run_data(step: Step, ctx: Context) -> dict[str, Any]:
+    cfg = step.config
+    if cfg["source"] == "clevr":
+        from trimpi.data.clevr.build import build_clevr
+        from trimpi.data.clevr.config import ClevrConfig
+
+        build_clevr(ClevrConfig.checked(**cfg["clevr"]), step.dir(ctx.out) / "clevr", overwrite=True,
+                    progress=ctx.progress)
+    elif cfg["source"] == "gta":
+        from trimpi.data.gta.build import build_gta
+
+        g = cfg["gta"]
+        build_gta(out=step.dir(ctx.out) / "gta", gta_dir=Path(g["gta_dir"]) if g["gta_dir"] else None,
+                  profiles_per_step=g["profiles_per_step"], seed=g["seed"], overwrite=True)
+    return {"dataset": str(dataset_path(step, ctx.out))}
+
+
+def run_base(step: Step, ctx: Context) -> dict[str, Any]:
+    """Presets and tiny models are built once (tokenizer trained on the data) and saved as a checkpoint."""
+    if not step.inputs:
+        return {"model": step.config["model"]}
+    from trimpi.models.loading import load_model, save_checkpoint
+
+    name, seed = step.config["model"], step.config["seed"]
+    data = dataset_path(step.inputs[0], ctx.out)
+    if name.startswith(TINY_PREFIX):
+        from trimpi.models.presets import preset_texts
+        from trimpi.models.tiny import build_tiny
+
+        model, processor = build_tiny(name.removeprefix(TINY_PREFIX), texts=preset_texts(data), seed=seed)
+    else:
+        model, processor = load_model(name, dtype="float32", device="cpu", data=data, seed=seed)
+    out = step.dir(ctx.out) / "model"
+    save_checkpoint(model, processor, out)
+    return {"model": str(out), "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _finished_stage(step: Step, ctx: Context) -> dict[str, Any] | None:
+    marker = step.dir(ctx.out) / "trimpi_stage.json"
+    return read_json(marker) if marker.is_file() else None
+
+
+def run_warmup_step(step: Step, ctx: Context) -> dict[str, Any]:
+    from trimpi.train.warmup import WarmupOptions, run_warmup
+
+    summary = _finished_stage(step, ctx)
+    if summary is None:
+        model, data = step.inputs
+        opts = WarmupOptions(data=str(dataset_path(data, ctx.out)), out=str(step.dir(ctx.out)),
+                             model=model_path(model, ctx.out), seed=step.config["seed"], **step.config["options"])
+        summary = run_warmup(opts, callbacks=ctx.callbacks)
+    return _stage_result(summary)
+
+
+def run_train_stage(step: Step, ctx: Context) -> dict[str, Any]:
+    """VM-CPT (all-but-visual mask) or SFT (completion mask; cot or answer target)."""
+    from trimpi.train.sft import StageOptions, run_stage
+
+    summary = _finished_stage(step, ctx)
+    if summary is None:
+        model, data = step.inputs
+        cfg = step.config
+        opts = StageOptions(data=str(dataset_path(data, ctx.out)), model=model_path(model, ctx.out),
+                            out=str(step.dir(ctx.out)), stage=cfg["stage"], target=cfg["target"], seed=cfg["seed"],
+                            **cfg["options"])
+        summary = run_stage(opts, callbacks=ctx.callbacks)
+    return _stage_result(summary)
+
+
+def _stage_result(summary: dict[str, Any]) -> dict[str, Any]:
+    keep = ("stage", "target", "examples", "global_step", "train_loss", "attribute_accuracy")
+    return {k: summary[k] for k in keep if k in summary}
+
+
+def rl_config(step: Step, n_params: int):
+    """The resolved RLConfig of an rl step (lr defaults as in `trimpi train rl`)."""
+    from trimpi.train.rl.config import RLConfig
+
+    cfg = step.config
+    options = dict(cfg["options"])
+    options.setdefault("learning_rate", 1e-4 if n_params < RL_SMALL_MODEL_PARAMS else 1e-6)
+    return RLConfig(algo=cfg["algo"], policy_rollout=cfg["policy_rollout"], seed=cfg["seed"], **options).resolved()
+
+
+def run_rl_step(step: Step, ctx: Context) -> dict[str, Any]:
+    """GRPO / DAPO (PolicyRollout when configured) on train.jsonl; resumes from the last RL checkpoint."""
+    from trimpi.data.schema import load_records
+    from trimpi.errors import DataError
+    from trimpi.models.loading import load_model
+    from trimpi.train.rl.trainer import make_accelerator, train_rl
+
+    model, data = step.inputs
+    root = dataset_path(data, ctx.out)
+    path = root / "train.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (RL trains on train.jsonl)")
+    accelerator = make_accelerator()
+    start = model_path(model, ctx.out)
+    net, processor = load_model(start, device=accelerator.device, data=root, seed=step.config["seed"])
+    cfg = rl_config(step, sum(p.numel() for p in net.parameters()))
+    row = train_rl(cfg, net, processor, load_records(path), root, step.dir(ctx.out), accelerator=accelerator,
+                   resume_from_checkpoint="last", start_checkpoint=start, on_step=ctx.on_rl_step)
+    return {"steps": row.get("step", 0), "reward": row.get("reward"), "metrics": "metrics.jsonl"}
+
+
+def run_eval_step(step: Step, ctx: Context) -> dict[str, Any]:
+    """`trimpi eval` on the step's model; forgetting is measured against the base model."""
+    from trimpi.eval.runner import EvalOptions, run_eval
+
+    model, data = step.inputs[:2]
+    baseline = model_path(step.inputs[2], ctx.out) if len(step.inputs) > 2 else None
+    opts = EvalOptions(protocols=list(step.config["protocols"]), progress=ctx.progress, **step.config["options"])
+    out = step.dir(ctx.out)
+    results = run_eval(model_path(model, ctx.out), dataset_path(data, ctx.out), out, opts,
+                       baseline_model=baseline, dtype=step.config.get("dtype"), seed=step.config["seed"])
+    protocols = next(iter(results.values()))["protocols"]
+    return {"scores": "scores.json", "protocols": protocols}
+
+
+EXECUTORS: dict[str, Callable[[Step, Context], dict[str, Any]]] = {
+    "data": run_data, "base": run_base, "warmup": run_warmup_step, "cpt": run_train_stage, "sft": run_train_stage,
+    "rl": run_rl_step, "eval": run_eval_step,
+}

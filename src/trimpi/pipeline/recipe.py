@@ -1,0 +1,201 @@
+"""The typed recipe of `trimpi run`: one dataset, one base model, stage options, methods and evaluations.
+
+    name: demo
+    seed: 0
+    model: micro                 # preset (micro, smol), tiny:<family>, local checkpoint or cached HF id
+    data:
+      clevr: {depths: [2], variant: T, policies: 4, ...}   # or gta: {...}, or path: DIR
+      setting: T-d2              # ClevrPolicy setting to train on (default: the first built)
+    warmup: {epochs: 20}         # optional perception warm-up (presets with a random vision tower)
+    stages:
+      cpt: {epochs: 5, lr: 1.0e-5}
+      sft: {epochs: 5, lr: 1.0e-4, lora_rank: 8}
+      direct_sft: {...}          # Direct SFT (answer-only target); defaults to the sft options
+      grpo: {prompts_per_step: 384, ...}
+      dapo: {...}
+    methods: [cot_sft, trimpi_grpo]
+    eval: {protocols: [accuracy], batch_size: 8, max_new_tokens: 512}
+    accelerate: configs/accelerate/zero3.yaml
+
+Every section forbids unknown keys; stage sections accept the fields of the library's option
+types (`StageOptions`, `RLConfig`, `WarmupOptions`, `EvalOptions`) that the pipeline does not
+set itself. `load_recipe` turns every problem into a one-line ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from trimpi.errors import ConfigError
+
+# method name -> (label, stage chain). Chain items: cpt, sft, direct_sft, grpo, dapo, poro_grpo, poro_dapo.
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "in_context": ("In-context", ()),
+    "direct_sft": ("Direct SFT", ("direct_sft",)),
+    "cot_sft": ("CoT SFT", ("sft",)),
+    "cot_sft_grpo": ("CoT SFT + GRPO", ("sft", "grpo")),
+    "cot_sft_dapo": ("CoT SFT + DAPO", ("sft", "dapo")),
+    "trimpi_grpo": ("TriMPI (PoRo-GRPO)", ("cpt", "sft", "poro_grpo")),
+    "trimpi_dapo": ("TriMPI (PoRo-DAPO)", ("cpt", "sft", "poro_dapo")),
+    "trimpi_grpo_no_cpt": ("TriMPI-GRPO w/o VM-CPT", ("sft", "poro_grpo")),
+    "trimpi_dapo_no_cpt": ("TriMPI-DAPO w/o VM-CPT", ("sft", "poro_dapo")),
+    "trimpi_grpo_no_poro": ("TriMPI-GRPO w/o PoRo", ("cpt", "sft", "grpo")),
+    "trimpi_dapo_no_poro": ("TriMPI-DAPO w/o PoRo", ("cpt", "sft", "dapo")),
+}
+
+# Fields the pipeline sets itself (per option type); everything else may appear in the recipe.
+STAGE_RESERVED = {"data", "model", "out", "stage", "target", "seed", "overwrite", "report_to", "merge_lora"}
+RL_RESERVED = {"algo", "policy_rollout", "seed"}
+WARMUP_RESERVED = {"data", "out", "model", "seed", "overwrite", "report_to"}
+EVAL_RESERVED = {"baseline_scores", "progress", "skip_inapplicable"}
+
+
+def _dataclass_section(cls, values: dict[str, Any], reserved: set[str], where: str) -> dict[str, Any]:
+    """Check a recipe section against a dataclass's fields: unknown keys and wrong types raise ValueError."""
+    known = {f.name for f in dataclasses.fields(cls)} - reserved
+    for key in values:
+        if key not in known:
+            raise ValueError(f"{where}.{key}: unknown key (expected one of {', '.join(sorted(known))})")
+    types = typing.get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = TypeAdapter(types[key]).validate_python(value, strict=False)
+        except ValidationError as e:
+            raise ValueError(f"{where}.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
+    return out
+
+
+class DataSpec(BaseModel):
+    """Where the dataset comes from: built ClevrPolicy, built GTAPolicy, or an existing directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clevr: dict[str, Any] | None = None
+    gta: dict[str, Any] | None = None
+    path: str | None = None
+    setting: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        given = [k for k in ("clevr", "gta", "path") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("data: give exactly one of clevr, gta, path")
+        if self.clevr is not None:
+            from trimpi.data.clevr.config import ClevrConfig
+
+            try:
+                cfg = ClevrConfig(**self.clevr)
+            except ValidationError as e:
+                err = e.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"data.clevr{'.' + loc if loc else ''}: {err['msg'].removeprefix('Value error, ')}") \
+                    from None
+            settings = [f"{cfg.variant}-d{d}" for d in cfg.depths]
+            if self.setting is not None and self.setting not in settings:
+                raise ValueError(f"data.setting: {self.setting!r} is not built (expected one of {', '.join(settings)})")
+        if self.gta is not None:
+            unknown = set(self.gta) - {"gta_dir", "profiles_per_step", "seed"}
+            if unknown:
+                raise ValueError(f"data.gta.{sorted(unknown)[0]}: unknown key (expected gta_dir, profiles_per_step, seed)")
+        return self
+
+
+class Recipe(BaseModel):
+    """A whole `trimpi run` recipe (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "recipe"
+    seed: int = 0
+    model: str
+    dtype: str | None = None
+    data: DataSpec
+    warmup: dict[str, Any] | None = None
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    methods: list[str]
+    eval: dict[str, Any] = Field(default_factory=lambda: {"protocols": ["accuracy"]})
+    accelerate: str | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods: list[str]) -> list[str]:
+        if not methods:
+            raise ValueError("methods: at least one method is needed")
+        for i, m in enumerate(methods):
+            if m not in METHODS:
+                raise ValueError(f"methods[{i}]: unknown method {m!r} (expected one of {', '.join(METHODS)})")
+        return list(dict.fromkeys(methods))
+
+    @model_validator(mode="after")
+    def _sections(self) -> Recipe:
+        from trimpi.eval.runner import EvalOptions
+        from trimpi.train.rl.config import RLConfig
+        from trimpi.train.sft import StageOptions
+        from trimpi.train.warmup import WarmupOptions
+
+        for name, values in self.stages.items():
+            if name in ("cpt", "sft", "direct_sft"):
+                self.stages[name] = _dataclass_section(StageOptions, values, STAGE_RESERVED, f"stages.{name}")
+            elif name in ("grpo", "dapo"):
+                self.stages[name] = _dataclass_section(RLConfig, values, RL_RESERVED, f"stages.{name}")
+            else:
+                raise ValueError(f"stages.{name}: unknown stage (expected cpt, sft, direct_sft, grpo, dapo)")
+        if self.warmup is not None:
+            self.warmup = _dataclass_section(WarmupOptions, self.warmup, WARMUP_RESERVED, "warmup")
+        self.eval = _dataclass_section(EvalOptions, self.eval, EVAL_RESERVED, "eval")
+        return self
+
+
+def _one_line(e: ValidationError, source: str) -> str:
+    err = e.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{source}: {loc}: unknown key"
+    if err["type"] == "missing":
+        return f"{source}: {loc}: required key missing"
+    if loc and not msg.startswith(loc.split(".")[0]):
+        return f"{source}: {loc}: {msg}"
+    return f"{source}: {msg}"
+
+
+def parse_recipe(values: Any, source: str = "recipe") -> Recipe:
+    """Validate a recipe mapping; a problem raises a one-line ConfigError naming the key."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return Recipe(**values)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source).splitlines()[0]) from None
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a YAML recipe; `overrides` replace top-level keys (e.g. {"model": ...})."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if isinstance(values, dict) and overrides:
+        values = {**values, **overrides}
+    recipe = parse_recipe(values, str(path))
+    if recipe.accelerate is not None:
+        recipe.accelerate = _accelerate_path(recipe.accelerate, path)
+    return recipe
+
+
+def _accelerate_path(value: str, recipe_path: Path) -> str:
+    """The accelerate config as given (relative to the working directory) or next to the recipe."""
+    for candidate in (Path(value), recipe_path.parent / value):
+        if candidate.is_file():
+            return str(candidate)
+    raise ConfigError(f"{recipe_path}: accelerate: {value}: file not found")

@@ -1,0 +1,161 @@
+"""`trimpi run`: validate everything, plan, run the steps that are not done, write the report.
+
+    from trimpi.pipeline import load_recipe, run_recipe
+    result = run_recipe(load_recipe("configs/demo.yaml"), "runs/demo")
+
+OUT/run.json records the plan (recipe, methods, steps); OUT/steps/<kind>-<hash>/ hold the
+steps; OUT/report.md and OUT/report.html summarize them. Rerunning skips finished steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trimpi.data.io import write_json
+from trimpi.errors import ConfigError
+from trimpi.pipeline import steps as st
+from trimpi.pipeline.execute import EXECUTORS, RESUMABLE, Context, rl_config
+from trimpi.pipeline.plan import MATERIALIZED, TINY_PREFIX, Plan, make_plan
+from trimpi.pipeline.recipe import METHODS, Recipe
+
+RUN_FILE = "run.json"
+
+
+def check_model(name: str) -> None:
+    """The base model must be a preset, a tiny family, a model directory or a cached Hugging Face id."""
+    from trimpi.models.loading import _in_hf_cache
+    from trimpi.models.tiny import FAMILIES
+
+    if name in MATERIALIZED:
+        return
+    if name.startswith(TINY_PREFIX):
+        if name.removeprefix(TINY_PREFIX) not in FAMILIES:
+            raise ConfigError(f"model: unknown tiny family {name!r} (expected tiny:<{'|'.join(FAMILIES)}>)")
+        return
+    path = Path(name)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model: {name}: not a model directory (no config.json)")
+        return
+    if not _in_hf_cache(name):
+        raise ConfigError(f"model: {name}: not a preset, tiny:<family>, model directory or cached Hugging Face id")
+
+
+def check_data(recipe: Recipe, plan: Plan) -> None:
+    """A given dataset directory must exist and hold the files the chosen stages and protocols read."""
+    from trimpi.eval.protocols import check_files
+
+    spec = recipe.data
+    needs_cot = any(s.kind == "cpt" or (s.kind == "sft" and s.config["target"] == "cot") for s in plan.steps)
+    if spec.clevr is not None and needs_cot and spec.clevr.get("cot", 1) == 0:
+        raise ConfigError("data.clevr.cot: VM-CPT and CoT SFT need reasoning examples (got 0)")
+    protocols = {p for e in plan.evals.values() for p in e.config["protocols"]}
+    if spec.gta is not None and "referral" in protocols:
+        raise ConfigError("eval.protocols: referral on GTAPolicy needs an LLM judge (use `trimpi eval --judge`)")
+    if spec.path is None:
+        return
+    root = Path(spec.path)
+    if not root.is_dir():
+        raise ConfigError(f"data.path: {spec.path}: dataset directory not found")
+    needed = ["train.jsonl"] + (["train_cot.jsonl"] if needs_cot else [])
+    for name in needed:
+        if not (root / name).is_file():
+            raise ConfigError(f"data.path: {root / name}: file not found")
+    try:
+        check_files(root, sorted(protocols), judge=False)
+    except Exception as e:  # noqa: BLE001 - DataError / ConfigError from the eval checks, re-keyed
+        raise ConfigError(f"data.path: {e}") from None
+
+
+def check_steps(plan: Plan) -> None:
+    """Resolve every stage's options now, so a bad value fails before any work starts."""
+    from dataclasses import replace
+
+    from trimpi.eval.runner import EvalOptions
+    from trimpi.train.sft import StageOptions, resolve
+
+    for s in plan.steps:
+        if s.kind in ("cpt", "sft"):
+            opts = StageOptions(data="", model="", out="", stage=s.config["stage"], target=s.config["target"],
+                                **s.config["options"])
+            for n_params in (0, 10**10):
+                resolve(replace(opts), n_params)
+        elif s.kind == "rl":
+            rl_config(s, 0)
+        elif s.kind == "eval":
+            EvalOptions(protocols=list(s.config["protocols"]), **s.config["options"]).check()
+
+
+def validate(recipe: Recipe, only: list[str] | None = None) -> Plan:
+    """Plan the recipe and check model, data and every option; raises a one-line ConfigError."""
+    plan = make_plan(recipe, only)
+    check_model(recipe.model)
+    check_data(recipe, plan)
+    check_steps(plan)
+    return plan
+
+
+def plan_record(plan: Plan, out: Path) -> dict[str, Any]:
+    """What run.json holds: the recipe, each method's model and eval step, and every step."""
+    return {
+        "recipe": plan.recipe.model_dump(),
+        "methods": {m: {"label": METHODS[m][0], "model": plan.models[m].id, "eval": e.id,
+                        "chain": _chain(plan.models[m])} for m, e in plan.evals.items()},
+        "steps": [{"id": s.id, "kind": s.kind, "config": s.config, "inputs": [i.id for i in s.inputs],
+                   "methods": s.methods, "status": st.status(s, out)} for s in plan.steps],
+    }
+
+
+def _chain(step: st.Step) -> list[str]:
+    """Model steps from the base to `step`."""
+    chain = [step.id]
+    while step.inputs and step.inputs[0].kind in st.MODEL_KINDS:
+        step = step.inputs[0]
+        chain.append(step.id)
+    return chain[::-1]
+
+
+def run_step(step: st.Step, ctx: Context, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Run one step unless done; a partial directory resumes (training) or is removed first."""
+    state = st.status(step, ctx.out)
+    if state == "done":
+        echo(f"skip  {step.id} (done)")
+        return st.read_done(step, ctx.out)
+    if state == "partial" and step.kind not in RESUMABLE:
+        st.clear_partial(step, ctx.out)
+    echo(f"{'resume' if state == 'partial' and step.kind in RESUMABLE else 'run'}   {step.id} "
+         f"({', '.join(step.methods)})")
+    step.dir(ctx.out).mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = EXECUTORS[step.kind](step, ctx)
+    return st.mark_done(step, ctx.out, result, time.perf_counter() - start)
+
+
+def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: list[str] | None = None,
+               ctx: Context | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Validate, then (unless dry_run) run every step not yet done and write the report.
+
+    Returns run.json's content, with "report" paths when the report was written."""
+    out = Path(out)
+    plan = validate(recipe, only)
+    record = plan_record(plan, out)
+    if dry_run:
+        for s in record["steps"]:
+            echo(f"{s['status']:<8} {s['id']:<20} {', '.join(s['methods'])}")
+        return record
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_FILE, record)
+    ctx = ctx or Context(out=out)
+    ctx.out = out
+    for step in plan.steps:
+        run_step(step, ctx, echo)
+    from trimpi.report import write_report
+
+    record = plan_record(plan, out)
+    write_json(out / RUN_FILE, record)
+    record["report"] = {k: str(v) for k, v in write_report(out).items()}
+    echo(f"report: {record['report']['md']}\n        {record['report']['html']}")
+    return record
