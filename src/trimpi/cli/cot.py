@@ -1,0 +1,57 @@
+"""`trimpi data cot`: reasoning traces from a teacher (local model or OpenAI-compatible URL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def cot(
+    data: Annotated[Path, typer.Option(help="Dataset directory holding the split's JSONL and its policies.")],
+    teacher: Annotated[str, typer.Option(help="An OpenAI-compatible base URL (http://host:port/v1), a local "
+                                              "checkpoint, a cached Hugging Face id or a preset.")],
+    mode: Annotated[str, typer.Option(help="forward: keep traces with a correct answer; reverse: the teacher "
+                                           "is given the gold answer and explains it.")] = "forward",
+    teacher_model: Annotated[str | None, typer.Option(help="Model name served at the --teacher URL.")] = None,
+    split: Annotated[str, typer.Option(help="Which JSONL file of the dataset to annotate.")] = "train",
+    out: Annotated[Path | None, typer.Option(help="Output JSONL (default: DATA/train_cot_teacher.jsonl).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Annotate only the first N records.")] = None,
+    samples_per_example: Annotated[int, typer.Option(help="Attempts per record until a trace is accepted.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Records per teacher call (local models batch them).")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Maximum generated tokens per trace.")] = 1024,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy; retries then repeat).")]
+    = 0.7,
+    seed: Annotated[int, typer.Option(help="Sampling seed (local models) and preset seed.")] = 0,
+    placement: Annotated[str, typer.Option(help="Where the policy goes: system or user turn.")] = "system",
+    min_score: Annotated[float, typer.Option(help="GTAPolicy: minimum tool-call overall score to keep a trace.")]
+    = 1.0,
+    scorer: Annotated[str, typer.Option(help="GTAPolicy text scorer: lexical, bertscore or default.")] = "lexical",
+    concurrency: Annotated[int, typer.Option(help="Parallel requests to an endpoint teacher.")] = 1,
+    dtype: Annotated[str | None, typer.Option(help="Local teacher dtype: float32 / bfloat16.")] = None,
+    device: Annotated[str | None, typer.Option(help="Local teacher device: cpu, cuda, cuda:1 ...")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start again instead of resuming an earlier run.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Write reasoning traces by a teacher with the policy in context; keep only accepted ones."""
+    from trimpi.data.teacher import TeacherOptions, default_out, generate_traces, split_path, summary_line, summary_path
+    from trimpi.eval.client import is_url, make_client
+
+    opts = TeacherOptions(
+        mode=mode, split=split, limit=limit, samples_per_example=samples_per_example, batch_size=batch_size,
+        max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, placement=placement, min_score=min_score,
+        scorer=scorer, concurrency=concurrency, overwrite=overwrite, progress=progress,
+    ).check()
+    split_path(data, split)  # a missing dataset fails before a model is loaded
+    if is_url(teacher):
+        client = make_client(teacher, model=teacher_model)
+    else:
+        client = make_client(teacher, batch_size=batch_size, dtype=dtype, device=device, data=data, seed=seed)
+        client.progress = False
+    if temperature <= 0 and samples_per_example > 1:
+        typer.echo("note: temperature 0 repeats the same reply; retries only help when sampling", err=True)
+    out = out or default_out(data)
+    summary = generate_traces(client, data, out, opts)
+    typer.echo(summary_line(summary))
+    typer.echo(f"wrote {out} and {summary_path(out)}")
