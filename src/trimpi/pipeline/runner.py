@@ -78,15 +78,27 @@ def check_steps(plan: Plan) -> None:
     from trimpi.train.sft import StageOptions, resolve
 
     for s in plan.steps:
-        if s.kind in ("cpt", "sft"):
-            opts = StageOptions(data="", model="", out="", stage=s.config["stage"], target=s.config["target"],
-                                **s.config["options"])
-            for n_params in (0, 10**10):
-                resolve(replace(opts), n_params)
-        elif s.kind == "rl":
-            rl_config(s, 0)
-        elif s.kind == "eval":
-            EvalOptions(protocols=list(s.config["protocols"]), **s.config["options"]).check()
+        try:
+            if s.kind in ("cpt", "sft"):
+                opts = StageOptions(data="", model="", out="", stage=s.config["stage"], target=s.config["target"],
+                                    **s.config["options"])
+                for n_params in (0, 10**10):
+                    resolve(replace(opts), n_params)
+            elif s.kind == "rl":
+                rl_config(s, 0)
+            elif s.kind == "eval":
+                EvalOptions(protocols=list(s.config["protocols"]), **s.config["options"]).check()
+        except ConfigError as e:
+            raise ConfigError(f"{section_of(s)}: {e}") from None
+
+
+def section_of(step: st.Step) -> str:
+    """The recipe section a step's options come from (for error messages)."""
+    if step.kind == "rl":
+        return f"stages.{step.config['algo']}"
+    if step.kind == "sft" and step.config["target"] == "answer":
+        return "stages.direct_sft"
+    return f"stages.{step.kind}" if step.kind in ("cpt", "sft") else step.kind
 
 
 def validate(recipe: Recipe, only: list[str] | None = None) -> Plan:
