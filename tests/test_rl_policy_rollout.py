@@ -54,3 +54,15 @@ def test_policy_rollout_batch(tmp_path):
         sel = batch.group_ids == gid
         assert sel.sum() == 2 * g
         assert abs(float(batch.advantages[sel].sum())) < 1e-4
+
+
+def test_model_inputs_follow_the_model_dtype_and_keep_integer_tensors():
+    import torch
+
+    from trimpi.train.rl.encoding import to_model
+
+    model = torch.nn.Linear(2, 2).to(torch.bfloat16)
+    moved = to_model({"pixel_values": torch.zeros(1, 3), "input_ids": torch.ones(1, 4, dtype=torch.long),
+                      "mask": torch.ones(1, 4, dtype=torch.bool), "other": None}, model)
+    assert moved["pixel_values"].dtype == torch.bfloat16
+    assert moved["input_ids"].dtype == torch.long and moved["mask"].dtype == torch.bool and moved["other"] is None

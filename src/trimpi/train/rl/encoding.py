@@ -26,6 +26,16 @@ from trimpi.train.logprobs import token_logprobs
 from trimpi.train.rl.core_algos import entropy_from_logits
 
 
+def to_model(inputs: dict[str, Any], model) -> dict[str, Any]:
+    """Move tensors to the model's device; floating ones (pixel values) also to its dtype."""
+    param = next(model.parameters())
+    return {
+        k: (v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device))
+        if isinstance(v, torch.Tensor) else v
+        for k, v in inputs.items()
+    }
+
+
 @dataclass
 class Prompt:
     """A chat-templated prompt ready for the processor."""

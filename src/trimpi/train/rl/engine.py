@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 from trimpi.models.processing import visual_token_ids
-from trimpi.train.rl.encoding import Prompt, processor_inputs
+from trimpi.train.rl.encoding import Prompt, processor_inputs, to_model
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class HFGenerateEngine:
         try:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start : start + self.batch_size]
-                inputs = processor_inputs(self.processor, chunk, padding_side="left")
+                inputs = to_model(processor_inputs(self.processor, chunk, padding_side="left"), self.model)
                 seqs = self.model.generate(
                     **inputs,
                     do_sample=True,

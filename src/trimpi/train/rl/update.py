@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from trimpi.train.rl.core_algos import LossNormalizer, aggregate_loss, clipped_policy_loss, kl_k3
-from trimpi.train.rl.encoding import completion_logps, scoring_batch
+from trimpi.train.rl.encoding import completion_logps, scoring_batch, to_model
 from trimpi.train.rl.metrics import MetricSums
 from trimpi.train.rl.rollout import RolloutBatch, Sample
 
@@ -33,7 +33,7 @@ def sample_logps(
     completions = [s.completion.token_ids for s in samples]
     inputs, positions, ids = scoring_batch(processor, [s.prompt for s in samples], completions, pad_token_id)
     device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs = to_model(inputs, model)
     return completion_logps(model, inputs, positions.to(device), ids.to(device), temperature, with_entropy)
 
 
