@@ -135,7 +135,9 @@ def test_forward_keeps_only_correct_traces(dataset, tmp_path):
         assert r.response == records[k].response and r.split == "train_cot"
         assert r.meta["teacher"] == {"model": "scripted", "mode": "forward", "attempts": 1 if k % 2 == 0 else 2,
                                      "score": 1.0}
-        assert r.meta["depth"] == 2 and r.images == records[k].images and r.policy_path == records[k].policy_path
+        assert r.meta["depth"] == 2  # paths are rewritten relative to the output's directory
+        assert (out.parent / r.images[0]).resolve() == (dataset / records[k].images[0]).resolve()
+        assert (out.parent / r.policy_path).resolve() == (dataset / records[k].policy_path).resolve()
     assert client.calls[records[3].id] == 3
     assert all("correct answer" not in json.dumps(conv) for _, conv in client.seen)  # forward: no gold
     assert "kept 6 / 8 records (75.0 %), 14 teacher calls" in summary_line(summary)
@@ -191,3 +193,13 @@ def test_one_line_errors(dataset, tmp_path):
         generate_traces(client, dataset, opts=opts(mode="sideways"))
     with pytest.raises(ConfigError, match="--samples-per-example"):
         generate_traces(client, dataset, opts=opts(samples_per_example=0))
+
+
+def test_default_output_next_to_the_data(dataset):
+    client = ScriptedClient(dataset, lambda rec, a: trace(rec.answer))
+    summary = generate_traces(client, dataset, opts=opts(limit=2))
+    out = dataset / "train_cot_teacher.jsonl"
+    assert summary["out"] == str(out) and (dataset / "train_cot_teacher.summary.json").is_file()
+    records = load_records(dataset / "train.jsonl")[:2]
+    assert [(r.images, r.policy_path, r.scene) for r in load_records(out)] == [
+        (r.images, r.policy_path, r.scene) for r in records]

@@ -102,6 +102,10 @@ def test_endpoint_teacher_end_to_end(dataset, tmp_path):
     kept = load_records(out)
     assert {r.id for r in kept} == {r.id for r in records if r.policy != wrong_policy}
     assert all(r.meta["teacher"]["model"] == f"teacher-7b@{server.url}" for r in kept)
+    by_id = {r.id: r for r in records}
+    for r in kept:  # paths now relative to the output's directory
+        assert (out.parent / r.images[0]).resolve() == (dataset / by_id[r.id].images[0]).resolve()
+        assert (out.parent / r.scene).resolve() == (dataset / by_id[r.id].scene).resolve()
     summary = read_json(out.with_name("teacher.summary.json"))
     assert summary["kept"] == 8 - n_wrong and summary["rejections"] == {"wrong_answer": 2 * n_wrong}
 

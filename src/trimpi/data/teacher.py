@@ -9,7 +9,8 @@ when it passes `check_trace`: forward mode needs a correct answer (ClevrPolicy: 
 \\boxed{} match; GTAPolicy: tool-call overall score ≥ `min_score`); reverse mode also needs
 the reasoning to end at the gold answer without saying it was given. Each record gets up to
 `samples_per_example` attempts. Kept records carry `reasoning` = the teacher's think text,
-`response` = the gold response and meta.teacher = {model, mode, attempts}.
+`response` = the gold response and meta.teacher = {model, mode, attempts, score}; their paths
+are rewritten relative to OUT's directory when it is not the dataset directory.
 
 Files (default OUT = DIR/train_cot_teacher.jsonl):
     OUT                    kept records, in input order (written atomically at the end)
@@ -109,6 +110,21 @@ def check_trace(record: Record, reply: str, mode: str, scorer=None, min_score: f
         reason = "not_ending_at_gold"
     return {"ok": reason is None, "reasoning": reasoning if reason is None else None, "score": score,
             "reason": reason}
+
+
+def rebase_paths(record: Record, data: Path, out_dir: Path) -> Record:
+    """`record` with its image, scene and policy paths relative to `out_dir` instead of `data`."""
+    data, out_dir = data.resolve(), out_dir.resolve()
+    if data == out_dir:
+        return record
+
+    def move(p: str | None) -> str | None:
+        return None if p is None else Path(os.path.relpath(data / p, out_dir)).as_posix()
+
+    row = record.to_dict()
+    row.update(images=[move(p) for p in record.images], scene=move(record.scene),
+               policy_path=move(record.policy_path))
+    return Record.from_dict(row)
 
 
 def traced_record(record: Record, reasoning: str, teacher: str, mode: str, attempts: int, score: float) -> Record:
@@ -292,7 +308,8 @@ def generate_traces(client, data: str | Path, out: str | Path | None = None,
     finally:
         bar.close()
     rows = [done[r.id] for r in records]
-    write_jsonl(out, [r["record"] for r in rows if r["kept"]])
+    kept = [rebase_paths(Record.from_dict(r["record"]), data, out.parent) for r in rows if r["kept"]]
+    write_jsonl(out, [r.to_dict() for r in kept])
     summary = summarize(rows, teacher, opts, out, skipped)
     write_json(summary_path(out), summary)
     return summary
