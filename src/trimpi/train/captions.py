@@ -16,7 +16,6 @@ MATERIALS = ("rubber", "metal")
 SHAPES = ("cube", "sphere", "cylinder")
 ATTRIBUTES = ("size", "color", "material", "shape")
 CAPTION_PROMPT = "Describe the objects from left to right."
-_MATERIAL_ALIASES = {"metal": "metal", "rubber": "rubber"}
 
 
 def _norm_material(value: str) -> str:
