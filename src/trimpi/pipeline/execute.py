@@ -14,7 +14,7 @@ from typing import Any
 
 from trimpi.data.io import read_json
 from trimpi.pipeline.plan import TINY_PREFIX
-from trimpi.pipeline.steps import Step
+from trimpi.pipeline.steps import Step, clear_partial
 
 RESUMABLE = ("warmup", "cpt", "sft", "rl")  # kinds whose partial directory resumes instead of restarting
 RL_SMALL_MODEL_PARAMS = 100_000_000  # as `trimpi train rl`: below this the default lr is 1e-4
@@ -132,24 +132,40 @@ def rl_config(step: Step, n_params: int):
 
 
 def run_rl_step(step: Step, ctx: Context) -> dict[str, Any]:
-    """GRPO / DAPO (PolicyRollout when configured) on train.jsonl; resumes from the last RL checkpoint."""
-    from trimpi.data.schema import load_records
-    from trimpi.errors import DataError
-    from trimpi.models.loading import load_model
-    from trimpi.train.rl.trainer import make_accelerator, train_rl
+    """GRPO / DAPO (PolicyRollout when configured) on train.jsonl; resumes from the last RL checkpoint.
 
-    model, data = step.inputs
-    root = dataset_path(data, ctx.out)
+    A checkpoint that cannot be loaded into the model (e.g. a family saved under other key
+    names) is discarded: the step restarts from its input model, as an uninterrupted run would.
+    """
+    from trimpi.data.schema import load_records
+    from trimpi.errors import DataError, TrimpiError
+
+    root = dataset_path(step.inputs[1], ctx.out)
     path = root / "train.jsonl"
     if not path.is_file():
         raise DataError(f"{path}: file not found (RL trains on train.jsonl)")
+    records = load_records(path)
+    try:
+        row = _train_rl(step, ctx, records, root, resume="last")
+    except TrimpiError as e:
+        if "checkpoint" not in str(e):
+            raise
+        clear_partial(step, ctx.out)
+        step.dir(ctx.out).mkdir(parents=True)
+        row = _train_rl(step, ctx, records, root, resume=None)
+    return {"steps": row.get("step", 0), "reward": row.get("reward"), "metrics": "metrics.jsonl"}
+
+
+def _train_rl(step: Step, ctx: Context, records, root: Path, resume: str | None) -> dict[str, Any]:
+    from trimpi.models.loading import load_model
+    from trimpi.train.rl.trainer import make_accelerator, train_rl
+
     accelerator = make_accelerator()
-    start = model_path(model, ctx.out)
+    start = model_path(step.inputs[0], ctx.out)
     net, processor = load_model(start, device=accelerator.device, data=root, seed=step.config["seed"])
     cfg = rl_config(step, sum(p.numel() for p in net.parameters()))
-    row = train_rl(cfg, net, processor, load_records(path), root, step.dir(ctx.out), accelerator=accelerator,
-                   resume_from_checkpoint="last", start_checkpoint=start, on_step=ctx.on_rl_step)
-    return {"steps": row.get("step", 0), "reward": row.get("reward"), "metrics": "metrics.jsonl"}
+    return train_rl(cfg, net, processor, records, root, step.dir(ctx.out), accelerator=accelerator,
+                    resume_from_checkpoint=resume, start_checkpoint=start, on_step=ctx.on_rl_step)
 
 
 def run_eval_step(step: Step, ctx: Context) -> dict[str, Any]:
