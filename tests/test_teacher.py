@@ -119,7 +119,7 @@ def test_forward_keeps_only_correct_traces(dataset, tmp_path):
     def reply(rec, attempt):  # records 0, 2, 4, 6 right at once; 1 and 5 on the 2nd try; 3 and 7 never
         k = records.index(rec)
         right = k % 2 == 0 or (k in (1, 5) and attempt == 2)
-        return trace(rec.answer if right else "Case 99", why=f"Record {k}.")
+        return trace(rec.answer if right else f"Case {90 + attempt}", why=f"Record {k}.")
 
     client = ScriptedClient(dataset, reply)
     out = tmp_path / "cot.jsonl"
@@ -141,6 +141,12 @@ def test_forward_keeps_only_correct_traces(dataset, tmp_path):
     assert client.calls[records[3].id] == 3
     assert all("correct answer" not in json.dumps(conv) for _, conv in client.seen)  # forward: no gold
     assert "kept 6 / 8 records (75.0 %), 14 teacher calls" in summary_line(summary)
+
+
+def test_a_repeated_rejected_reply_ends_the_attempts(dataset, tmp_path):
+    client = ScriptedClient(dataset, lambda rec, attempt: trace("Case 99"))
+    summary = generate_traces(client, dataset, tmp_path / "r.jsonl", opts(samples_per_example=5, limit=3))
+    assert (summary["kept"], summary["teacher_calls"]) == (0, 6) and set(client.calls.values()) == {2}
 
 
 def test_reverse_prompt_carries_the_gold_answer(dataset, tmp_path):
@@ -203,3 +209,32 @@ def test_default_output_next_to_the_data(dataset):
     records = load_records(dataset / "train.jsonl")[:2]
     assert [(r.images, r.policy_path, r.scene) for r in load_records(out)] == [
         (r.images, r.policy_path, r.scene) for r in records]
+
+
+def test_gta_tool_calls_are_scored(tmp_path):
+    from trimpi.data.gta.build import build_gta
+
+    build_gta(out=tmp_path / "gta", gta_dir=None, profiles_per_step=1, seed=0, overwrite=True)
+    data = tmp_path / "gta"
+    records = load_records(data / "train.jsonl")[:4]
+
+    class Client:
+        name = "gta-teacher"
+
+        def __init__(self):
+            self.n = 0
+
+        def complete(self, conversations, max_tokens=512, temperature=0.0):
+            out = []
+            for conv in conversations:
+                rec = records[self.n]
+                self.n += 1
+                assert "exactly one tool call as JSON" in conv[-1]["content"][-1]["text"]
+                call = rec.answer if self.n % 2 else '{"name": "Calculator", "arguments": {}}'
+                out.append(f"<think>The profile decides the version.</think>\n{call}")
+            return out
+
+    summary = generate_traces(Client(), data, tmp_path / "g.jsonl", opts(limit=4, samples_per_example=1,
+                                                                         batch_size=1))
+    assert summary["kept"] == 2 and summary["rejections"] == {"wrong_answer": 2}
+    assert [r.id for r in load_records(tmp_path / "g.jsonl")] == [records[0].id, records[2].id]

@@ -18,7 +18,8 @@ def cot(
     split: Annotated[str, typer.Option(help="Which JSONL file of the dataset to annotate.")] = "train",
     out: Annotated[Path | None, typer.Option(help="Output JSONL (default: DATA/train_cot_teacher.jsonl).")] = None,
     limit: Annotated[int | None, typer.Option(help="Annotate only the first N records.")] = None,
-    samples_per_example: Annotated[int, typer.Option(help="Attempts per record until a trace is accepted.")] = 4,
+    samples_per_example: Annotated[int, typer.Option(help="Attempts per record until a trace is accepted "
+                                                                     "(a reply repeated word for word ends them).")] = 4,
     batch_size: Annotated[int, typer.Option(help="Records per teacher call (local models batch them).")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Maximum generated tokens per trace.")] = 1024,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy; retries then repeat).")]
@@ -49,8 +50,6 @@ def cot(
     else:
         client = make_client(teacher, batch_size=batch_size, dtype=dtype, device=device, data=data, seed=seed)
         client.progress = False
-    if temperature <= 0 and samples_per_example > 1:
-        typer.echo("note: temperature 0 repeats the same reply; retries only help when sampling", err=True)
     out = out or default_out(data)
     summary = generate_traces(client, data, out, opts)
     typer.echo(summary_line(summary))

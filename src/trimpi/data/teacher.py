@@ -8,7 +8,8 @@ reverse mode, the gold answer) and writes `<think>…</think>` then an answer. A
 when it passes `check_trace`: forward mode needs a correct answer (ClevrPolicy: exact
 \\boxed{} match; GTAPolicy: tool-call overall score ≥ `min_score`); reverse mode also needs
 the reasoning to end at the gold answer without saying it was given. Each record gets up to
-`samples_per_example` attempts. Kept records carry `reasoning` = the teacher's think text,
+`samples_per_example` attempts (fewer when the teacher repeats a rejected reply word for word,
+as a greedy one does). Kept records carry `reasoning` = the teacher's think text,
 `response` = the gold response and meta.teacher = {model, mode, attempts, score}; their paths
 are rewritten relative to OUT's directory when it is not the dataset directory.
 
@@ -230,7 +231,7 @@ def _run_batch(client, batch: list[Record], root: Path, store: PolicyStore, opts
         replies = _complete(client, [messages[r.id] for r in pending], opts)
         if len(replies) != len(pending):
             raise DataError(f"teacher {teacher}: {len(replies)} replies for {len(pending)} prompts")
-        still, finished = [], []
+        still, finished, gave_up = [], [], []
         for record, reply in zip(pending, replies):
             verdict = check_trace(record, reply, opts.mode, scorer, opts.min_score)
             if verdict["ok"]:
@@ -239,12 +240,11 @@ def _run_batch(client, batch: list[Record], root: Path, store: PolicyStore, opts
                                  "rejections": dict(rejections[record.id]), "record": rec.to_dict()})
             else:
                 rejections[record.id][verdict["reason"]] += 1
+                repeated = last.get(record.id) == reply  # a teacher repeating itself is not asked again
                 last[record.id] = reply
-                still.append(record)
-        if attempt == opts.samples_per_example:
-            finished += [{"id": r.id, "kept": False, "attempts": attempt, "rejections": dict(rejections[r.id]),
-                          "last_reply": (last[r.id] or "")[:REPLY_KEEP_CHARS]} for r in still]
-            still = []
+                (gave_up if repeated or attempt == opts.samples_per_example else still).append(record)
+        finished += [{"id": r.id, "kept": False, "attempts": attempt, "rejections": dict(rejections[r.id]),
+                      "last_reply": (last[r.id] or "")[:REPLY_KEEP_CHARS]} for r in gave_up]
         log(finished)
         done += finished
         pending = still

@@ -38,7 +38,7 @@ answer yourself: do not say that it was given to you. After {close}, give {forma
 
 # Phrases by which a reverse-mode explanation reveals that it was handed the answer.
 LEAK_PHRASES = (
-    "given answer", "provided answer", "answer provided", "answer given", "gold answer", "reference answer",
+    "given answer", "provided answer", "answer provided", "gold answer", "reference answer",
     "expected answer", "answer was given", "answer is given", "we are told the answer", "i was told",
     "as stated in the prompt",
 )
