@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -199,13 +200,10 @@ def append_progress(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _seed(seed: int) -> None:
+    """Seed Python and, when a local model has loaded it, torch (endpoint runs never import torch)."""
     random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
 
 
 def _complete(client, conversations: list, opts: TeacherOptions) -> list[str]:
