@@ -1,0 +1,100 @@
+"""Content-addressed steps: hashes, done markers, skipping and clean restarts (no model involved)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trimpi.pipeline import execute, make_plan, parse_recipe
+from trimpi.pipeline.execute import Context
+from trimpi.pipeline.runner import run_step
+from trimpi.pipeline.steps import DONE, Step, content_hash, mark_done, read_done, status
+
+RECIPE = {"name": "t", "model": "tiny:qwen2_5_vl",
+          "methods": ["cot_sft", "cot_sft_grpo", "trimpi_grpo", "trimpi_dapo"],
+          "data": {"clevr": {"depths": [2], "policies": 2, "train_per_policy": 4, "test": 4, "cot": 2, "general": 2}}}
+
+
+def test_content_hash_is_canonical_and_sensitive():
+    h = content_hash("sft", {"a": 1, "b": [1, 2]}, ["x"])
+    assert h == content_hash("sft", {"b": [1, 2], "a": 1}, ["x"]) and len(h) == 12
+    assert h != content_hash("cpt", {"a": 1, "b": [1, 2]}, ["x"])
+    assert h != content_hash("sft", {"a": 2, "b": [1, 2]}, ["x"])
+    assert h != content_hash("sft", {"a": 1, "b": [1, 2]}, ["y"])
+
+
+def test_a_changed_stage_changes_itself_and_everything_downstream_only():
+    a = make_plan(parse_recipe(RECIPE))
+    b = make_plan(parse_recipe({**RECIPE, "stages": {"sft": {"lr": 0.5}}}))
+    ids_a, ids_b = {s.id for s in a.steps}, {s.id for s in b.steps}
+    same = {s.split("-")[0] for s in ids_a & ids_b}
+    assert same == {"data", "base", "cpt"}
+    assert a.models["trimpi_grpo"].inputs[0].inputs[0].id == b.models["trimpi_grpo"].inputs[0].inputs[0].id
+
+
+def test_seed_changes_every_step():
+    a = make_plan(parse_recipe(RECIPE))
+    b = make_plan(parse_recipe({**RECIPE, "seed": 1}))
+    assert not ({s.id for s in a.steps} & {s.id for s in b.steps})
+
+
+def test_methods_share_steps():
+    plan = make_plan(parse_recipe(RECIPE))
+    by_kind = {}
+    for s in plan.steps:
+        by_kind.setdefault(s.kind, []).append(s)
+    assert len(by_kind["sft"]) == 2 and len(by_kind["cpt"]) == 1 and len(by_kind["rl"]) == 3
+    shared = plan.models["cot_sft_grpo"].inputs[0]
+    assert shared is plan.models["cot_sft"] and set(shared.methods) == {"cot_sft", "cot_sft_grpo"}
+    assert set(by_kind["cpt"][0].methods) == {"trimpi_grpo", "trimpi_dapo"}
+    assert set(by_kind["data"][0].methods) == set(RECIPE["methods"])
+
+
+def test_done_marker_and_status(tmp_path):
+    step = Step("eval", {"x": 1})
+    assert status(step, tmp_path) == "todo"
+    step.dir(tmp_path).mkdir(parents=True)
+    assert status(step, tmp_path) == "partial"
+    mark_done(step, tmp_path, {"score": 0.5}, 1.23456)
+    assert status(step, tmp_path) == "done"
+    done = read_done(step, tmp_path)
+    assert done["result"] == {"score": 0.5} and done["seconds"] == 1.235 and done["id"] == step.id
+
+
+@pytest.fixture
+def fake_executors(monkeypatch):
+    calls = []
+
+    def fake(step, ctx):
+        calls.append((step.id, sorted(p.name for p in step.dir(ctx.out).iterdir())))
+        return {"ok": True}
+
+    monkeypatch.setitem(execute.EXECUTORS, "eval", fake)
+    monkeypatch.setitem(execute.EXECUTORS, "sft", fake)
+    return calls
+
+
+def test_run_step_skips_done_clears_partial_and_keeps_resumable(tmp_path, fake_executors):
+    ctx = Context(out=tmp_path)
+    ev, sft = Step("eval", {"k": 1}), Step("sft", {"k": 1})
+    for s in (ev, sft):
+        s.dir(tmp_path).mkdir(parents=True)
+        (s.dir(tmp_path) / "leftover").write_text("partial work")
+    lines = []
+    run_step(ev, ctx, lines.append)
+    run_step(sft, ctx, lines.append)
+    assert fake_executors == [(ev.id, []), (sft.id, ["leftover"])]
+    assert lines[0].startswith("run") and lines[1].startswith("resume")
+    assert (ev.dir(tmp_path) / DONE).is_file()
+    run_step(ev, ctx, lines.append)
+    assert len(fake_executors) == 2 and lines[-1].startswith("skip")
+
+
+def test_failed_step_leaves_no_done_marker(tmp_path, monkeypatch):
+    def boom(step, ctx):
+        raise RuntimeError("killed")
+
+    monkeypatch.setitem(execute.EXECUTORS, "eval", boom)
+    step = Step("eval", {"k": 2})
+    with pytest.raises(RuntimeError):
+        run_step(step, Context(out=tmp_path), lambda s: None)
+    assert status(step, tmp_path) == "partial"
