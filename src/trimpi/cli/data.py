@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from trimpi.cli.cot import cot
 from trimpi.errors import ConfigError
 
 app = typer.Typer(help="Build and inspect policy datasets.", no_args_is_help=True)
@@ -96,3 +97,6 @@ def preview(
 
     path = write_preview(data, out, split=split, n=n, seed=seed)
     typer.echo(f"wrote {path}")
+
+
+app.command("cot")(cot)
