@@ -98,3 +98,21 @@ def test_failed_step_leaves_no_done_marker(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         run_step(step, Context(out=tmp_path), lambda s: None)
     assert status(step, tmp_path) == "partial"
+
+
+def test_only_runs_a_subset_but_reports_every_method(tmp_path, monkeypatch):
+    from trimpi.pipeline import run_recipe
+
+    ran = []
+
+    def fake(step, ctx):
+        ran.append(step.kind)
+        return {"protocols": {"accuracy": {"score": 0.5}}} if step.kind == "eval" else {}
+
+    for kind in execute.EXECUTORS:
+        monkeypatch.setitem(execute.EXECUTORS, kind, fake)
+    record = run_recipe(parse_recipe(RECIPE), tmp_path, only=["cot_sft"], echo=lambda s: None)
+    assert ran == ["data", "base", "sft", "eval"]
+    assert set(record["methods"]) == set(RECIPE["methods"])
+    md = (tmp_path / "report.md").read_text()
+    assert "| CoT SFT | accuracy | 50.00 | 50.00 |" in md and "| TriMPI (PoRo-DAPO) | - | - | - |" in md

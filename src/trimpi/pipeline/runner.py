@@ -150,23 +150,26 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
                ctx: Context | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Validate, then (unless dry_run) run every step not yet done and write the report.
 
-    Returns run.json's content, with "report" paths when the report was written."""
+    With `only`, just those methods' steps run; run.json and the report still cover every
+    method of the recipe (those not run yet show no score). Returns run.json's content, with
+    "report" paths when the report was written."""
     out = Path(out)
     plan = validate(recipe, only)
     record = plan_record(plan, out)
+    full = make_plan(recipe) if only else plan
     if dry_run:
         for s in record["steps"]:
             echo(f"{s['status']:<8} {s['id']:<20} {', '.join(s['methods'])}")
         return record
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_FILE, record)
+    write_json(out / RUN_FILE, plan_record(full, out))
     ctx = ctx or Context(out=out)
     ctx.out = out
     for step in plan.steps:
         run_step(step, ctx, echo)
     from trimpi.report import write_report
 
-    record = plan_record(plan, out)
+    record = plan_record(full, out)
     write_json(out / RUN_FILE, record)
     record["report"] = {k: str(v) for k, v in write_report(out).items()}
     echo(f"report: {record['report']['md']}\n        {record['report']['html']}")
