@@ -78,6 +78,8 @@ def test_demo_recipe_is_micro_on_clevr_t_depth_2():
     ({"data": {"clevr": {"depths": [2]}, "setting": "T-d4"}}, "data.setting"),
     ({"data": {}}, "data"),
     ({"model": "tiny:gpt"}, "model"),
+    ({"data": {"gta": {}}, "eval": {"protocols": ["accuracy", "forgetting"]}}, "eval.protocols"),
+    ({"data": {"gta": {"gta_dirr": "x"}}}, "data.gta.gta_dirr"),
     ({"model": "no-such-org/no-such-model"}, "model"),
     ({"stages": {"grpo": {"num_generations": 0}}, "methods": ["cot_sft_grpo"]}, "stages.grpo: --num-generations"),
     ({"stages": {"sft": {"lr": -1.0}}}, "stages.sft: "),

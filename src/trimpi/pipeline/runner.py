@@ -55,6 +55,8 @@ def check_data(recipe: Recipe, plan: Plan) -> None:
     protocols = {p for e in plan.evals.values() for p in e.config["protocols"]}
     if spec.gta is not None and "referral" in protocols:
         raise ConfigError("eval.protocols: referral on GTAPolicy needs an LLM judge (use `trimpi eval --judge`)")
+    if spec.gta is not None and "forgetting" in protocols:
+        raise ConfigError("eval.protocols: forgetting reads general_test.jsonl, which GTAPolicy does not have")
     if spec.path is None:
         return
     root = Path(spec.path)
