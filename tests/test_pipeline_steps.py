@@ -116,3 +116,10 @@ def test_only_runs_a_subset_but_reports_every_method(tmp_path, monkeypatch):
     assert set(record["methods"]) == set(RECIPE["methods"])
     md = (tmp_path / "report.md").read_text()
     assert "| CoT SFT | accuracy | 50.00 | 50.00 |" in md and "| TriMPI (PoRo-DAPO) | - | - | - |" in md
+
+
+def test_done_marker_turns_non_finite_numbers_into_null(tmp_path):
+    step = Step("rl", {"k": 3})
+    step.dir(tmp_path).mkdir(parents=True)
+    mark_done(step, tmp_path, {"reward": float("nan"), "rows": [1.0, float("inf")]}, 0.0)
+    assert read_done(step, tmp_path)["result"] == {"reward": None, "rows": [1.0, None]}

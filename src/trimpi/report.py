@@ -104,7 +104,7 @@ def plot_accuracy(rows: list[dict[str, Any]]) -> str | None:
 
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(scored)), 3.2))
     ax.bar([r["label"] for r in scored], [100 * r["score"] for r in scored], color="#4c72b0")
-    ax.set_ylabel("accuracy without policy (%)")
+    ax.set_ylabel("headline accuracy (%)")
     ax.set_ylim(0, 100)
     ax.tick_params(axis="x", rotation=30, labelsize=8)
     return _fig_png(fig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +45,6 @@ class Step:
     def dir(self, out: Path) -> Path:
         return Path(out) / "steps" / self.id
 
-    def input(self, kind: str) -> Step:
-        """The (first) input step of a kind."""
-        for s in self.inputs:
-            if s.kind == kind or (kind == "model" and s.kind in MODEL_KINDS):
-                return s
-        raise KeyError(f"{self.id}: no {kind} input")
-
 
 MODEL_KINDS = ("base", "warmup", "cpt", "sft", "rl")
 
@@ -70,30 +64,22 @@ def read_done(step: Step, out: Path) -> dict[str, Any]:
 def mark_done(step: Step, out: Path, result: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Write done.json (atomically, last): the step's identity, its result and its wall time."""
     record = {"id": step.id, "kind": step.kind, "hash": step.hash, "config": step.config,
-              "inputs": [s.id for s in step.inputs], "result": result, "seconds": round(seconds, 3)}
+              "inputs": [s.id for s in step.inputs], "result": finite(result), "seconds": round(seconds, 3)}
     write_json(step.dir(out) / DONE, record)
     return record
+
+
+def finite(value: Any) -> Any:
+    """`value` with NaN / infinite floats replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def clear_partial(step: Step, out: Path) -> None:
     """Remove an interrupted step's directory (steps that cannot resume restart from nothing)."""
     shutil.rmtree(step.dir(out), ignore_errors=True)
-
-
-def unique_steps(roots: list[Step]) -> list[Step]:
-    """Every step reachable from `roots`, inputs before the steps that use them, each once (by id)."""
-    order: list[Step] = []
-    seen: dict[str, Step] = {}
-
-    def visit(s: Step) -> None:
-        if s.id in seen:
-            seen[s.id].methods.extend(m for m in s.methods if m not in seen[s.id].methods)
-            return
-        for i in s.inputs:
-            visit(i)
-        seen[s.id] = s
-        order.append(s)
-
-    for r in roots:
-        visit(r)
-    return order
