@@ -76,7 +76,7 @@ def test_report_markdown_and_self_contained_html(tmp_path):
     assert "| CoT SFT | accuracy | 50.00 | 50.00 | - | 12.50 |" in md
     assert "| In-context | in_context | 25.00 | - | 25.00 | - |" in md
     assert "| TriMPI-GRPO w/o VM-CPT | 400 | 40 | 90 | 0.2 | 0.05 | 75 | cpu |" in md
-    assert "| sft-c | m | - |" in md and "| rl-d | m | 2.5 |" in md
+    assert "| sft-c | m | - | - |" in md and "| rl-d | m | 2.5 | - |" in md
     assert "seed 7" in md and "name: crafted" in md and "| torch |" in md
     for name in ("accuracy", "rewards", "savings"):
         assert f"({name}.png)" in md and (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
@@ -98,3 +98,12 @@ def test_report_without_rl_or_efficiency(tmp_path):
     assert "No RL step in this run." in md and "Not measured" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 1
+
+
+def test_step_summary():
+    from trimpi.report import step_summary
+
+    assert step_summary({"global_step": 3, "train_loss": 1.5, "attribute_accuracy": {"attributes": 0.75}}) == \
+        "global_step=3 train_loss=1.5 attribute_accuracy=0.75"
+    assert step_summary({"steps": 2, "reward": 0.25, "metrics": "metrics.jsonl"}) == "steps=2 reward=0.25"
+    assert step_summary({}) == "-"

@@ -191,15 +191,24 @@ def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None]) -> s
     else:
         parts.append("Not measured (add `efficiency` to eval.protocols).")
     parts += ["", "## Steps and timings", "",
-              table(["step", "methods", "seconds"],
-                    [[s["id"], ", ".join(s["methods"]), fmt((run["done"].get(s["id"]) or {}).get("seconds"))]
-                     for s in run["steps"]]),
+              table(["step", "methods", "seconds", "result"],
+                    [[s["id"], ", ".join(s["methods"]), fmt((run["done"].get(s["id"]) or {}).get("seconds")),
+                      step_summary((run["done"].get(s["id"]) or {}).get("result") or {})] for s in run["steps"]]),
               "", "## Versions", "", table(["package", "version"], [[k, v] for k, v in versions().items()]),
               "", "## Recipe", "", "```yaml", yaml.safe_dump(recipe, sort_keys=False).rstrip(), "```",
               "", "## Step configs", "", "```json",
               json.dumps({s["id"]: {"config": s["config"], "inputs": s["inputs"]} for s in run["steps"]},
                          indent=1, sort_keys=True), "```", ""]
     return "\n".join(parts)
+
+
+def step_summary(result: dict[str, Any]) -> str:
+    """A few numbers of a finished step: optimizer steps, final losses and rewards, warm-up accuracy."""
+    parts = [f"{k}={fmt(result[k])}" for k in ("global_step", "train_loss", "steps", "reward") if k in result]
+    attrs = (result.get("attribute_accuracy") or {}).get("attributes")
+    if attrs is not None:
+        parts.append(f"attribute_accuracy={fmt(attrs)}")
+    return " ".join(parts) or "-"
 
 
 def versions() -> dict[str, str]:
