@@ -10,6 +10,7 @@ import typer
 from trimpi.cli import data as data_cli
 from trimpi.cli import demo as demo_cli
 from trimpi.cli import eval as eval_cli
+from trimpi.cli import run as run_cli
 from trimpi.cli import train as train_cli
 from trimpi.errors import TrimpiError
 
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 app.add_typer(train_cli.app, name="train")
 app.command("eval")(eval_cli.evaluate)
+app.command("run")(run_cli.run)
 app.command("demo")(demo_cli.demo)
 
 
