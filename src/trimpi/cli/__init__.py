@@ -20,6 +20,7 @@ app = typer.Typer(
     "policies without them in the prompt, and evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 app.add_typer(data_cli.app, name="data")

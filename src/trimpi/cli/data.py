@@ -10,7 +10,7 @@ import typer
 from trimpi.cli.cot import cot
 from trimpi.errors import ConfigError
 
-app = typer.Typer(help="Build and inspect policy datasets.", no_args_is_help=True)
+app = typer.Typer(help="Build and inspect policy datasets.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -9,7 +9,9 @@ import typer
 
 from trimpi.cli.rl import rl
 
-app = typer.Typer(help="Training stages: perception warm-up, VM-CPT, SFT and RL.", no_args_is_help=True)
+app = typer.Typer(
+    help="Training stages: perception warm-up, VM-CPT, SFT and RL.", no_args_is_help=True, rich_markup_mode=None
+)
 app.command("rl")(rl)
 
 Data = Annotated[Path, typer.Option(help="Dataset directory (train.jsonl, train_cot.jsonl, policies/).")]
