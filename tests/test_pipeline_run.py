@@ -21,7 +21,7 @@ RECIPE = {
                "grpo": {"max_steps": 3, "num_generations": 2, "prompts_per_step": 2, "max_completion_length": 8,
                         "save_steps": 1, "temperature": 1.0}},
     "methods": ["in_context", "cot_sft", "trimpi_grpo"],
-    "eval": {"protocols": ["accuracy", "efficiency"], "max_new_tokens": 8, "efficiency_samples": 1,
+    "eval": {"protocols": ["accuracy", "forgetting", "efficiency"], "max_new_tokens": 8, "efficiency_samples": 1,
              "efficiency_repeats": 1, "batch_size": 4},
 }
 
@@ -77,6 +77,11 @@ def test_rerun_skips_and_interrupted_runs_match_uninterrupted(tmp_path):
     steps = sorted(p.name for p in (clean / "steps").iterdir())
     assert [s.split("-")[0] for s in steps].count("sft") == 2  # CoT SFT on the base and after VM-CPT
     assert all((clean / "steps" / s / "done.json").is_file() for s in steps)
+    scores = json.loads(next((clean / "steps").glob("eval-*/scores.json")).read_text())
+    forgetting = [json.loads(p.read_text())["protocols"].get("forgetting")
+                  for p in (clean / "steps").glob("eval-*/scores.json")]
+    assert sum(f is not None and "baseline_accuracy" in f for f in forgetting) == 2  # CoT SFT and TriMPI vs the base
+    assert scores["model"].startswith(str(clean / "steps"))
 
     lines: list[str] = []
     run_recipe(recipe, clean, echo=lines.append)

@@ -103,7 +103,8 @@ class DataSpec(BaseModel):
         if self.gta is not None:
             unknown = set(self.gta) - {"gta_dir", "profiles_per_step", "seed"}
             if unknown:
-                raise ValueError(f"data.gta.{sorted(unknown)[0]}: unknown key (expected gta_dir, profiles_per_step, seed)")
+                key = sorted(unknown)[0]
+                raise ValueError(f"data.gta.{key}: unknown key (expected gta_dir, profiles_per_step, seed)")
         return self
 
 
