@@ -94,13 +94,15 @@ def _load_weights(model, path: Path) -> None:
 
         set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
         return
-    files = sorted(path.glob("model*.safetensors"))
-    if not files:
+    if not any(path.glob("model*.safetensors")):
         raise TrimpiError(f"{path}: no model*.safetensors to resume from")
-    state = {}
-    for f in files:
-        state.update(load_file(f))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Through from_pretrained: save_pretrained may rename keys (Qwen-VL), from_pretrained maps them back.
+    try:
+        saved = type(model).from_pretrained(path, dtype=next(model.parameters()).dtype)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise TrimpiError(f"{path}: checkpoint weights cannot be loaded ({str(e).splitlines()[0]})") from None
+    missing, unexpected = model.load_state_dict(saved.state_dict(), strict=False)
+    del saved
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in missing if k not in tied and "lm_head" not in k]
     if unexpected or missing:
