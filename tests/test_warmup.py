@@ -1,10 +1,15 @@
 """Perception warm-up: captions from scene graphs, their parsing and scoring, a short run end to end."""
 
 import json
+from types import SimpleNamespace
+
+import pytest
+import torch
 
 from tests._fixtures_train import write_dataset
-from trimpi.train.captions import attribute_scores, caption, parse_caption
-from trimpi.train.warmup import WarmupOptions, caption_examples, run_warmup, scene_items
+from trimpi.train.captions import QUESTIONS, attribute_scores, caption, parse_caption, question_answer
+from trimpi.train.warmup import (WarmupOptions, caption_examples, is_vision_parameter, run_warmup, scene_items,
+                                 vision_first_callback)
 
 SCENE = {"objects": [
     {"shape": "sphere", "color": "red", "size": "large", "material": "metal", "pixel_coords": [90, 40, 5]},
@@ -28,21 +33,58 @@ def test_caption_lists_objects_left_to_right_and_parses_back():
     assert swapped["color"] == 0.0 and swapped["color_set"] == 1.0
 
 
+def test_question_answers_use_vocabulary_order():
+    assert question_answer(SCENE, "count") == "2 objects."
+    assert question_answer(SCENE, "color") == "red, cyan."  # vocabulary order, not left to right
+    assert question_answer(SCENE, "shape") == "cube, sphere."
+    assert question_answer({"objects": [SCENE["objects"][0]] * 3}, "size") == "large."
+    with pytest.raises(ValueError):
+        question_answer(SCENE, "texture")
+
+
 def test_scene_items_are_distinct_images(tmp_path):
     data = write_dataset(tmp_path / "d", n=4, with_gta=True)
     items = scene_items(data)
     assert len(items) == 4  # GTA record (no scene, two images) is skipped; train/train_cot share images
     ex = caption_examples(items)
-    assert ex[0]["messages"][-1]["content"][0]["text"].endswith(".")
+    assert len(ex) == 4 and ex[0]["messages"][-1]["content"][0]["text"].endswith(".")
+    mixed = caption_examples(items, questions=2, seed=1)
+    assert len(mixed) == 12 and mixed == caption_examples(items, questions=2, seed=1)
+    prompts = [m["messages"][0]["content"][1]["text"] for m in mixed[1:3]]
+    assert len(set(prompts)) == 2 and set(prompts) <= set(QUESTIONS)
+    with pytest.raises(ValueError):
+        caption_examples(items, questions=len(QUESTIONS) + 1)
+
+
+def test_vision_first_zeroes_text_gradients_then_releases():
+    text, vision = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    model = torch.nn.ModuleDict({"text_model": text, "vision_model": vision})
+    assert is_vision_parameter("model.vision_model.encoder.0.weight") and not is_vision_parameter("lm_head.weight")
+    cb = vision_first_callback(1)
+    cb.on_train_begin(None, SimpleNamespace(global_step=0), None, model=model)
+    text(vision(torch.ones(1, 2))).sum().backward()
+    assert text.weight.grad.abs().sum() == 0 and vision.weight.grad.abs().sum() > 0
+    cb.on_step_end(None, SimpleNamespace(global_step=1), None)
+    model.zero_grad()
+    text(vision(torch.ones(1, 2))).sum().backward()
+    assert text.weight.grad.abs().sum() > 0
 
 
 def test_warmup_runs_and_reports_accuracy(tmp_path):
     data = write_dataset(tmp_path / "d", n=4)
     summary = run_warmup(WarmupOptions(data=str(data), out=str(tmp_path / "wu"), max_steps=2, batch_size=2,
-                                       eval_scenes=2))
-    assert summary["global_step"] == 2
+                                       eval_scenes=2, questions=1, vision_first_steps=2))
+    assert summary["global_step"] == 2 and summary["examples"] == 4  # 2 train scenes × (caption + 1 question)
     acc = summary["attribute_accuracy"]
     assert acc["scenes"] == 2 and 0.0 <= acc["attributes"] <= 1.0
     saved = json.loads((tmp_path / "wu" / "trimpi_stage.json").read_text())
     assert saved["stage"] == "warmup"
     assert (tmp_path / "wu" / "model.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    from trimpi.models.loading import load_model
+
+    fresh = load_model("micro", dtype="float32", device="cpu", data=str(data), seed=0)[0].state_dict()
+    trained = load_file(str(tmp_path / "wu" / "model.safetensors"))
+    moved = {k for k, v in trained.items() if k in fresh and not torch.equal(v, fresh[k])}
+    assert moved and all(is_vision_parameter(k) for k in moved)  # only vision + connector trained

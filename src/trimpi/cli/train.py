@@ -79,6 +79,10 @@ def warmup(
     grad_accum: Accum = 1, max_steps: MaxSteps = -1, seed: Seed = 0, save_steps: SaveSteps = 200,
     eval_scenes: Annotated[int, typer.Option(help="Held-out test scenes for attribute accuracy.")] = 100,
     report_to: ReportTo = "none", overwrite: Overwrite = False,
+    questions: Annotated[int, typer.Option(
+        help="Whole-image questions per scene (count, colors, shapes, ...) mixed with the captions.")] = 0,
+    vision_first_steps: Annotated[int, typer.Option(
+        help="First optimizer steps in which only the vision tower and connector train.")] = 0,
 ) -> None:
     """Perception warm-up: caption scene graphs so a fresh vision tower names object attributes."""
     from trimpi.train.warmup import WarmupOptions, run_warmup
@@ -86,6 +90,7 @@ def warmup(
     summary = run_warmup(WarmupOptions(data=str(data), out=str(out), model=model, epochs=epochs, lr=lr,
                                        batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, seed=seed,
                                        eval_scenes=eval_scenes, save_steps=save_steps, report_to=report_to,
-                                       overwrite=overwrite))
+                                       overwrite=overwrite, questions=questions,
+                                       vision_first_steps=vision_first_steps))
     acc = summary.get("attribute_accuracy")
     typer.echo(f"warmup: {summary['global_step']} steps → {out}" + (f"; attribute accuracy {acc}" if acc else ""))

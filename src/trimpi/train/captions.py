@@ -65,6 +65,28 @@ def attribute_scores(predicted: str, scene: dict) -> dict[str, float]:
     return out
 
 
+QUESTIONS = {
+    "How many objects are there?": "count",
+    "Which colors are there?": "color",
+    "Which shapes are there?": "shape",
+    "Which materials are there?": "material",
+    "Which sizes are there?": "size",
+}
+
+
+def question_answer(scene: dict, kind: str) -> str:
+    """Answer to a whole-image question: the object count, or the attribute's distinct values
+    in vocabulary order (a canonical order the image determines, unlike the caption's layout)."""
+    objs = scene_objects(scene)
+    if kind == "count":
+        return f"{len(objs)} objects."
+    if kind not in ATTRIBUTES:
+        raise ValueError(f"unknown question kind {kind!r}")
+    vocab = {"size": SIZES, "color": COLORS, "material": MATERIALS, "shape": SHAPES}[kind]
+    present = {o[kind] for o in objs}
+    return ", ".join(v for v in vocab if v in present) + "."
+
+
 def caption_vocabulary() -> list[str]:
     """Texts covering every caption word (so a dataset-trained tokenizer encodes captions compactly)."""
     lines = [CAPTION_PROMPT]
