@@ -134,10 +134,12 @@ def test_gold_trace_cites_exactly_the_path():
     rng = np.random.default_rng(1)
     for t, k in itertools.product(trees(6, 5), range(20)):
         objects = random_objects(rng)
-        text, leaf = gold_trace("L6-X", t, objects)
         path, expected = trace(t, objects)
-        assert leaf == expected and cited_conditions(text) == path
-        assert text.rstrip().endswith(f"the response is {expected}.")
+        for with_inventory in (True, False):
+            text, leaf = gold_trace("L6-X", t, objects, with_inventory)
+            assert leaf == expected and cited_conditions(text) == path
+            assert text.rstrip().endswith(f"the response is {expected}.")
+            assert ("The image shows" in text) == with_inventory
 
 
 def test_general_questions_are_answered_by_the_scene():

@@ -1,6 +1,7 @@
 """Gold forward reasoning traces for ClevrPolicy, and reading cited conditions back out of text.
 
-A trace lists the objects, then every visited condition in order as
+A trace lists the objects (unless `inventory=False`: a compact trace for small models), then
+every visited condition in order as
 `Condition <id>: <question> <Yes|No> ...`, and ends with the response. Policy-referral
 scoring (`cited_conditions`) reads the same pattern back from any model output.
 """
@@ -26,9 +27,10 @@ def inventory(objects: list[dict]) -> str:
     return f"The image shows {len(objects)} objects: {listed}."
 
 
-def gold_trace(name: str, tree: dict, objects: list[dict]) -> tuple[str, str]:
-    """(reasoning text, leaf label) for a scene: cites each visited condition id and its outcome."""
-    lines = [f"I follow Policy {name}, starting at Condition 1.", inventory(objects)]
+def gold_trace(name: str, tree: dict, objects: list[dict], with_inventory: bool = True) -> tuple[str, str]:
+    """(reasoning text, leaf label) for a scene: cites each visited condition id and its outcome;
+    `with_inventory` first lists every object of the scene."""
+    lines = [f"I follow Policy {name}, starting at Condition 1."] + ([inventory(objects)] if with_inventory else [])
     ref = tree["root"]
     while not ref.startswith("Case "):
         node = tree["nodes"][ref]
