@@ -135,11 +135,11 @@ def test_gold_trace_cites_exactly_the_path():
     for t, k in itertools.product(trees(6, 5), range(20)):
         objects = random_objects(rng)
         path, expected = trace(t, objects)
-        for with_inventory in (True, False):
-            text, leaf = gold_trace("L6-X", t, objects, with_inventory)
+        for style in ("full", "compact"):
+            text, leaf = gold_trace("L6-X", t, objects, style)
             assert leaf == expected and cited_conditions(text) == path
             assert text.rstrip().endswith(f"the response is {expected}.")
-            assert ("The image shows" in text) == with_inventory
+            assert ("The image shows" in text) == (style == "full")
 
 
 def test_general_questions_are_answered_by_the_scene():

@@ -32,8 +32,8 @@ def clevr(
     train_per_policy: Annotated[int, typer.Option(help="Training QA pairs per policy.")] = 2000,
     test: Annotated[int, typer.Option(help="Test instances per setting (on unseen images).")] = 2000,
     cot: Annotated[int, typer.Option(help="Reasoning (CoT) training examples per setting.")] = 2500,
-    cot_inventory: Annotated[bool, typer.Option(
-        help="Gold reasoning traces begin by listing every object (--no-cot-inventory: compact traces).")] = True,
+    trace: Annotated[str, typer.Option(
+        help="Gold reasoning traces: full (object list and witnesses) or compact (conditions only).")] = "full",
     general: Annotated[int, typer.Option(help="General scene questions (forgetting probe).")] = 500,
     image_size: Annotated[str, typer.Option(help="Rendered image size WIDTHxHEIGHT.")] = "320x240",
     renderer: Annotated[str, typer.Option(help="numpy (fast, built in) or blender (bpy, CLEVR-like).")] = "numpy",
@@ -58,7 +58,7 @@ def clevr(
         train_per_policy=train_per_policy,
         test=test,
         cot=cot,
-        cot_inventory=cot_inventory,
+        trace=trace,
         general=general,
         width=width,
         height=height,

@@ -71,10 +71,10 @@ def write_policies(cfg: ClevrConfig, depth: int, names: list[str], folder: Path,
 
 
 def _record(rid: str, split: str, policy: dict, policy_path: str, item: PoolImage, reasoning: bool = False,
-            inventory: bool = True) -> Record:
+            trace: str = "full") -> Record:
     objects = item.scene["objects"]
     answer = decide(policy, objects)
-    text = gold_trace(policy["name"], policy, objects, inventory)[0] if reasoning else None
+    text = gold_trace(policy["name"], policy, objects, trace)[0] if reasoning else None
     return Record(
         id=rid, task="clevr", split=split, policy=policy["name"], policy_path=policy_path,
         images=[f"../{POOL_DIR}/{item.image}"], scene=f"../{POOL_DIR}/{item.scene_file}",
@@ -135,7 +135,7 @@ def build_setting(cfg: ClevrConfig, depth: int, pool: dict[str, list[PoolImage]]
     train = policy_records(setting, policies, "policies", pool["train"], "train", train_pairs)
     cot = [
         _record(f"{setting}-train_cot-{p:03d}-{i:06d}", "train_cot", policies[p], f"policies/{names[p]}.json",
-                pool["train"][i], reasoning=True, inventory=cfg.cot_inventory).to_dict()
+                pool["train"][i], reasoning=True, trace=cfg.trace).to_dict()
         for p, i in cot_pairs
     ]
     files = {

@@ -22,7 +22,8 @@ class ClevrConfig(BaseModel):
     train_per_policy: int = Field(2000, ge=1, description="training QA pairs per policy (one per pool image)")
     test: int = Field(2000, ge=1, description="test instances per setting, on unseen images")
     cot: int = Field(2500, ge=0, description="reasoning (CoT) examples per setting, drawn from train")
-    cot_inventory: bool = Field(True, description="gold traces begin by listing every object of the scene")
+    trace: Literal["full", "compact"] = Field(
+        "full", description="gold traces: full (object list, witnesses) or compact (conditions and outcomes only)")
     general: int = Field(500, ge=0, description="general scene questions (forgetting probe)")
     width: int = Field(320, ge=16, le=4096)
     height: int = Field(240, ge=16, le=4096)

@@ -1,8 +1,8 @@
 """Gold forward reasoning traces for ClevrPolicy, and reading cited conditions back out of text.
 
-A trace lists the objects (unless `inventory=False`: a compact trace for small models), then
-every visited condition in order as
-`Condition <id>: <question> <Yes|No> ...`, and ends with the response. Policy-referral
+A full trace lists the objects, then every visited condition in order as
+`Condition <id>: <question> <Yes|No> ...` with the object that answers it, and ends with the
+response. A compact trace (for small models) has no object list and no witnesses. Policy-referral
 scoring (`cited_conditions`) reads the same pattern back from any model output.
 """
 
@@ -27,17 +27,25 @@ def inventory(objects: list[dict]) -> str:
     return f"The image shows {len(objects)} objects: {listed}."
 
 
-def gold_trace(name: str, tree: dict, objects: list[dict], with_inventory: bool = True) -> tuple[str, str]:
-    """(reasoning text, leaf label) for a scene: cites each visited condition id and its outcome;
-    `with_inventory` first lists every object of the scene."""
-    lines = [f"I follow Policy {name}, starting at Condition 1."] + ([inventory(objects)] if with_inventory else [])
+TRACE_STYLES = ("full", "compact")
+
+
+def gold_trace(name: str, tree: dict, objects: list[dict], style: str = "full") -> tuple[str, str]:
+    """(reasoning text, leaf label) for a scene: cites each visited condition id and its outcome.
+    style "full" also lists every object and names the object that answers each condition."""
+    if style not in TRACE_STYLES:
+        raise ValueError(f"trace style must be one of {TRACE_STYLES}, got {style!r}")
+    full = style == "full"
+    lines = [f"I follow Policy {name}, starting at Condition 1."] + ([inventory(objects)] if full else [])
     ref = tree["root"]
     while not ref.startswith("Case "):
         node = tree["nodes"][ref]
         conj = node["if_exists"]
         found = exists(objects, conj)
         question = f"Is there {describe(conj)}?"
-        if found:
+        if not full:
+            evidence = "Yes." if found else "No."
+        elif found:
             witness = next(o for o in objects if matches(o, conj))
             evidence = f"Yes, the {object_phrase(witness)}."
         else:
