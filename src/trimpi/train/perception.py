@@ -1,0 +1,121 @@
+"""Vision pre-training from scene graphs: a fresh vision tower learns to see before any captioning.
+
+A language model trained together with a random vision tower learns the caption grammar long
+before the image tokens carry anything, and then writes the likeliest caption for every image.
+This stage trains the vision tower and connector alone, with a direct signal: a temporary
+linear head scores every image token for every *existence label* — one attribute value ("a
+cyan object") or a pair of values of two attribute types ("a cyan cube") — and an image's
+score for a label is the maximum over its tokens (multiple-instance learning: some region
+shows it). The target comes from the scene graph: does any object match? The head is thrown
+away; what stays is image tokens from which "is there a ...?" can be read off, which is what
+policy conditions ask.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+
+from trimpi.data.clevr.scene import ATTRIBUTES
+from trimpi.errors import ModelError
+
+Label = tuple[tuple[str, str], ...]
+
+
+def existence_labels() -> list[Label]:
+    """Every single attribute value, then every pair of values of two different attribute types."""
+    types = list(ATTRIBUTES)
+    singles = [((a, v),) for a in types for v in ATTRIBUTES[a]]
+    pairs = [((a, v), (b, w)) for a, b in itertools.combinations(types, 2) for v in ATTRIBUTES[a] for w in ATTRIBUTES[b]]
+    return singles + pairs
+
+
+def existence_targets(objects: Sequence[dict], labels: Sequence[Label]) -> list[float]:
+    """1.0 for each label some object matches (all of its attribute values), else 0.0."""
+    return [float(any(all(o[a] == v for a, v in label) for o in objects)) for label in labels]
+
+
+def balanced_accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean over labels of (true-positive rate + true-negative rate) / 2, for labels with both classes.
+
+    scores, targets: [n_images, n_labels]; a score > 0 predicts "present". Chance is 0.5 whatever
+    the label frequencies, unlike plain accuracy."""
+    pred, truth = scores > 0, targets > 0.5
+    pos, neg = truth.sum(0), (~truth).sum(0)
+    both = (pos > 0) & (neg > 0)
+    if not both.any():
+        return float("nan")
+    tpr = (pred & truth).sum(0)[both] / pos[both]
+    tnr = (~pred & ~truth).sum(0)[both] / neg[both]
+    return ((tpr + tnr) / 2).mean().item()
+
+
+def image_token_features(model, image_inputs: dict) -> torch.Tensor:
+    """[n_images, n_tokens, dim]: the vision tower + connector outputs that replace the image tokens."""
+    out = model.get_image_features(**image_inputs)
+    feats = getattr(out, "pooler_output", out)
+    if isinstance(feats, (list, tuple)):
+        return torch.stack(list(feats))
+    if isinstance(feats, torch.Tensor) and feats.dim() == 3:
+        return feats
+    raise ModelError(f"{type(model).__name__}: get_image_features gave no per-image token features")
+
+
+def image_inputs(processor, images: list) -> dict:
+    """Image-processor tensors for one image per sample."""
+    return dict(processor.image_processor([[im] for im in images], return_tensors="pt"))
+
+
+def vision_parameters(model) -> list[torch.nn.Parameter]:
+    """Parameters that image_token_features depends on (vision tower and connector)."""
+    from trimpi.train.warmup import is_vision_parameter
+
+    return [p for n, p in model.named_parameters() if is_vision_parameter(n)]
+
+
+def pretrain_vision(model, processor, train_images: list, train_objects: list[list[dict]], eval_images: list,
+                    eval_objects: list[list[dict]], steps: int, lr: float = 1e-3, batch_size: int = 32,
+                    seed: int = 0, progress: bool = True) -> dict[str, float]:
+    """Train vision tower + connector on existence labels for `steps` steps; returns held-out scores.
+
+    images: PIL images; objects: each image's scene-graph objects. The text tower is untouched."""
+    from tqdm.auto import tqdm
+
+    labels = existence_labels()
+    n_single = sum(len(v) for v in ATTRIBUTES.values())
+    train_y = torch.tensor([existence_targets(o, labels) for o in train_objects])
+    params = vision_parameters(model)
+    if not params:
+        raise ModelError(f"{type(model).__name__}: no vision tower / connector parameters to pre-train")
+    dim = image_token_features(model, image_inputs(processor, train_images[:1])).shape[-1]
+    head = torch.nn.Linear(dim, len(labels))
+    opt = torch.optim.AdamW([*params, *head.parameters()], lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    loss_value = float("nan")
+    for _ in tqdm(range(steps), desc="vision pre-training", disable=not progress):
+        idx = torch.randint(len(train_y), (batch_size,), generator=gen)
+        batch = image_inputs(processor, [train_images[i] for i in idx.tolist()])
+        scores = head(image_token_features(model, batch)).amax(1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(scores, train_y[idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([*params, *head.parameters()], 1.0)
+        opt.step()
+        schedule.step()
+        opt.zero_grad(set_to_none=True)
+        loss_value = loss.item()
+    result = {"steps": steps, "labels": len(labels), "final_loss": loss_value}
+    if eval_images:
+        model.eval()
+        eval_y = torch.tensor([existence_targets(o, labels) for o in eval_objects])
+        with torch.no_grad():
+            scores = torch.cat([head(image_token_features(model, image_inputs(processor, eval_images[i:i + 64])))
+                                .amax(1) for i in range(0, len(eval_y), 64)])
+        result["single_balanced_accuracy"] = balanced_accuracy(scores[:, :n_single], eval_y[:, :n_single])
+        result["pair_balanced_accuracy"] = balanced_accuracy(scores[:, n_single:], eval_y[:, n_single:])
+        result["eval_images"] = len(eval_y)
+    model.zero_grad(set_to_none=True)
+    return result

@@ -1,0 +1,62 @@
+"""Vision pre-training: existence labels and targets, balanced accuracy, image token features, learning."""
+
+import pytest
+import torch
+from PIL import Image
+
+from trimpi.models.tiny import FAMILIES, build_tiny
+from trimpi.train.perception import (balanced_accuracy, existence_labels, existence_targets, image_inputs,
+                                     image_token_features, pretrain_vision)
+from trimpi.train.warmup import is_vision_parameter
+
+RED = {"shape": "cube", "color": "red", "size": "small", "material": "rubber"}
+BLUE = {"shape": "sphere", "color": "blue", "size": "large", "material": "metal"}
+
+
+def test_labels_are_single_values_then_pairs_of_two_types():
+    labels = existence_labels()
+    singles = [lab for lab in labels if len(lab) == 1]
+    pairs = [lab for lab in labels if len(lab) == 2]
+    assert len(singles) == 8 + 3 + 2 + 2 and labels[: len(singles)] == singles
+    assert len(pairs) == 8 * 3 + 8 * 2 + 8 * 2 + 3 * 2 + 3 * 2 + 2 * 2 and len(set(labels)) == len(labels)
+    assert all(a != b for (a, _), (b, _) in pairs)
+
+
+def test_targets_need_one_object_with_every_value():
+    labels = [(("color", "red"),), (("color", "red"), ("shape", "sphere")), (("color", "blue"), ("shape", "sphere")),
+              (("color", "green"),)]
+    assert existence_targets([RED, BLUE], labels) == [1.0, 0.0, 1.0, 0.0]  # red and sphere, but no red sphere
+
+
+def test_balanced_accuracy_by_hand():
+    scores = torch.tensor([[1.0, 1.0, -1.0], [1.0, -1.0, -1.0], [-1.0, -1.0, -1.0], [-1.0, 1.0, -1.0]])
+    targets = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    # label 0: TPR 2/2, TNR 2/2 -> 1; label 1: TPR 2/3, TNR 1/1 -> 5/6; label 2 has no positive: skipped
+    assert balanced_accuracy(scores, targets) == pytest.approx((1 + 5 / 6) / 2)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_image_token_features_match_the_image_token_count(family):
+    from trimpi.models import visual_token_ids  # noqa: F401  (the family's processor is what counts)
+
+    model, processor = build_tiny(family)
+    images = [Image.new("RGB", (112, 112), c) for c in ("red", "blue", "green")]
+    feats = image_token_features(model, image_inputs(processor, images))
+    conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
+    text = processor.apply_chat_template(conv, add_generation_prompt=True)
+    ids = processor(text=[text], images=[[images[0]]], return_tensors="pt")["input_ids"][0]
+    n_image_tokens = int((ids == model.config.image_token_id).sum())
+    assert feats.shape[:2] == (3, n_image_tokens)
+
+
+def test_pretraining_learns_a_separable_task_and_leaves_the_text_tower():
+    torch.set_num_threads(1)
+    model, processor = build_tiny("idefics3", seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    images = [Image.new("RGB", (112, 112), c) for c in ("red", "blue")] * 8
+    objects = [[RED], [BLUE]] * 8
+    result = pretrain_vision(model, processor, images, objects, images[:2], objects[:2], steps=60, lr=3e-3,
+                             batch_size=8, progress=False)
+    assert result["single_balanced_accuracy"] == 1.0 and result["pair_balanced_accuracy"] == 1.0
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(is_vision_parameter(n) for n in moved)
