@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from tests._fixtures_train import write_dataset
-from trimpi.train.captions import QUESTIONS, attribute_scores, caption, parse_caption, question_answer
-from trimpi.train.warmup import (WarmupOptions, caption_examples, is_vision_parameter, run_warmup, scene_items,
-                                 vision_first_callback)
+from trimpi.train.captions import (QUESTIONS, attribute_scores, caption, existence_question, parse_caption,
+                                   question_answer)
+from trimpi.train.warmup import (WarmupOptions, caption_examples, existence_accuracy, is_vision_parameter, run_warmup,
+                                 scene_items, vision_first_callback)
 
 SCENE = {"objects": [
     {"shape": "sphere", "color": "red", "size": "large", "material": "metal", "pixel_coords": [90, 40, 5]},
@@ -42,6 +43,29 @@ def test_question_answers_use_vocabulary_order():
         question_answer(SCENE, "texture")
 
 
+def test_existence_questions_are_balanced_and_answered_by_the_scene():
+    import random
+
+    from trimpi.data.clevr.tree import exists
+
+    rng, answers = random.Random(0), []
+    for _ in range(400):
+        question, answer = existence_question(rng, SCENE)
+        words = question.removeprefix("Is there ").removesuffix("?").split()[1:]
+        conj = {}
+        for w in words:
+            for attr, values in (("size", ("small", "large")), ("material", ("rubber", "metal")),
+                                 ("shape", ("cube", "sphere", "cylinder"))):
+                if w in values:
+                    conj[attr] = w
+            if w not in ("object", "small", "large", "rubber", "metal", "cube", "sphere", "cylinder"):
+                conj["color"] = w
+        assert 1 <= len(conj) <= 2
+        assert answer == ("Yes." if exists(SCENE["objects"], conj) else "No.")
+        answers.append(answer)
+    assert 0.4 < answers.count("Yes.") / len(answers) < 0.6
+
+
 def test_scene_items_are_distinct_images(tmp_path):
     data = write_dataset(tmp_path / "d", n=4, with_gta=True)
     items = scene_items(data)
@@ -54,6 +78,11 @@ def test_scene_items_are_distinct_images(tmp_path):
     assert len(set(prompts)) == 2 and set(prompts) <= set(QUESTIONS)
     with pytest.raises(ValueError):
         caption_examples(items, questions=len(QUESTIONS) + 1)
+    only_yes_no = caption_examples(items, existence=3, captions=False)
+    assert len(only_yes_no) == 12
+    assert {m["messages"][-1]["content"][0]["text"] for m in only_yes_no} <= {"Yes.", "No."}
+    with pytest.raises(ValueError, match="no examples"):
+        caption_examples(items, captions=False)
 
 
 def test_vision_first_zeroes_text_gradients_then_releases():
@@ -88,3 +117,33 @@ def test_warmup_runs_and_reports_accuracy(tmp_path):
     trained = load_file(str(tmp_path / "wu" / "model.safetensors"))
     moved = {k for k, v in trained.items() if k in fresh and not torch.equal(v, fresh[k])}
     assert moved and all(is_vision_parameter(k) for k in moved)  # only vision + connector trained
+
+
+def test_vision_pretraining_and_existence_questions_run_end_to_end(tmp_path):
+    data = write_dataset(tmp_path / "d", n=4)
+    summary = run_warmup(WarmupOptions(data=str(data), out=str(tmp_path / "wu"), max_steps=2, batch_size=2,
+                                       eval_scenes=2, captions=False, existence=2, vision_steps=3,
+                                       vision_batch_size=2, progress=False))
+    assert summary["examples"] == 4 and "attribute_accuracy" not in summary  # 2 scenes x 2 yes/no questions
+    assert summary["vision_pretraining"]["steps"] == 3 and summary["vision_pretraining"]["eval_images"] == 2
+    assert summary["existence_accuracy"]["questions"] == 2
+
+
+def test_existence_accuracy_counts_yes_and_no_by_likelihood(tmp_path):
+    import random
+
+    from trimpi.models.tiny import build_tiny
+
+    data = write_dataset(tmp_path / "d", n=4)
+    model, processor = build_tiny("idefics3")
+    items = scene_items(data)
+    yes = processor.tokenizer("Yes.", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():  # a model that always prefers "Yes.": every logit is a bias, high for its tokens
+        model.lm_head.weight.zero_()
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.lm_head.out_features))
+        model.lm_head.bias[yes] = 10.0
+    got = existence_accuracy(model, processor, items, seed=3)
+    rng = random.Random(3)
+    answers = [existence_question(rng, json.loads(open(it["scene"]).read()))[1] for it in items]
+    assert got["questions"] == 4 and got["accuracy"] == answers.count("Yes.") / 4
+    assert got["balanced_accuracy"] == pytest.approx(0.5 if "No." in answers else 1.0)

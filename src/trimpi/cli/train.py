@@ -83,6 +83,13 @@ def warmup(
         help="Whole-image questions per scene (count, colors, shapes, ...) mixed with the captions.")] = 0,
     vision_first_steps: Annotated[int, typer.Option(
         help="First optimizer steps in which only the vision tower and connector train.")] = 0,
+    existence: Annotated[int, typer.Option(
+        help="Yes/no existence questions per scene, worded like policy conditions.")] = 0,
+    captions: Annotated[bool, typer.Option(help="Train on scene captions (--no-captions: questions only).")] = True,
+    vision_steps: Annotated[int, typer.Option(
+        help="Vision pre-training steps (existence labels from scene graphs) before captioning.")] = 0,
+    vision_lr: Annotated[float, typer.Option(help="Vision pre-training learning rate.")] = 1e-3,
+    vision_batch_size: Annotated[int, typer.Option(help="Vision pre-training batch size (images).")] = 32,
 ) -> None:
     """Perception warm-up: caption scene graphs so a fresh vision tower names object attributes."""
     from trimpi.train.warmup import WarmupOptions, run_warmup
@@ -91,6 +98,8 @@ def warmup(
                                        batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, seed=seed,
                                        eval_scenes=eval_scenes, save_steps=save_steps, report_to=report_to,
                                        overwrite=overwrite, questions=questions,
-                                       vision_first_steps=vision_first_steps))
+                                       vision_first_steps=vision_first_steps, vision_steps=vision_steps,
+                                       vision_lr=vision_lr, vision_batch_size=vision_batch_size,
+                                       existence=existence, captions=captions))
     acc = summary.get("attribute_accuracy")
     typer.echo(f"warmup: {summary['global_step']} steps → {out}" + (f"; attribute accuracy {acc}" if acc else ""))

@@ -96,7 +96,8 @@ def run_warmup_step(step: Step, ctx: Context) -> dict[str, Any]:
     if summary is None:
         model, data = step.inputs
         opts = WarmupOptions(data=str(dataset_path(data, ctx.out)), out=str(step.dir(ctx.out)),
-                             model=model_path(model, ctx.out), seed=step.config["seed"], **step.config["options"])
+                             model=model_path(model, ctx.out), seed=step.config["seed"], progress=ctx.progress,
+                             **step.config["options"])
         summary = run_warmup(opts, callbacks=ctx.callbacks)
     return _stage_result(summary)
 
@@ -117,7 +118,8 @@ def run_train_stage(step: Step, ctx: Context) -> dict[str, Any]:
 
 
 def _stage_result(summary: dict[str, Any]) -> dict[str, Any]:
-    keep = ("stage", "target", "examples", "global_step", "train_loss", "attribute_accuracy")
+    keep = ("stage", "target", "examples", "global_step", "train_loss", "attribute_accuracy", "existence_accuracy",
+            "vision_pretraining")
     return {k: summary[k] for k in keep if k in summary}
 
 

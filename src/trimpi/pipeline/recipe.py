@@ -52,7 +52,7 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Fields the pipeline sets itself (per option type); everything else may appear in the recipe.
 STAGE_RESERVED = {"data", "model", "out", "stage", "target", "seed", "overwrite", "report_to", "merge_lora"}
 RL_RESERVED = {"algo", "policy_rollout", "seed"}
-WARMUP_RESERVED = {"data", "out", "model", "seed", "overwrite", "report_to"}
+WARMUP_RESERVED = {"data", "out", "model", "seed", "overwrite", "report_to", "progress"}
 EVAL_RESERVED = {"baseline_scores", "progress", "skip_inapplicable"}
 
 

@@ -87,6 +87,31 @@ def question_answer(scene: dict, kind: str) -> str:
     return ", ".join(v for v in vocab if v in present) + "."
 
 
+def existence_question(rng, scene: dict, max_types: int = 2) -> tuple[str, str]:
+    """A yes/no question worded like a policy condition ("Is there a large sphere?"), balanced:
+    half the time the 1..max_types attribute values come from an object of the scene ("Yes."),
+    otherwise they are drawn until no object matches ("No."; "Yes." if 20 draws all match).
+    rng: a random.Random."""
+    from trimpi.data.clevr.policy import describe
+
+    objs = scene_objects(scene)
+    vocab = {"size": SIZES, "color": COLORS, "material": MATERIALS, "shape": SHAPES}
+
+    def draw(source: dict | None) -> dict:
+        types = rng.sample(ATTRIBUTES, rng.randint(1, max_types))
+        return {t: source[t] if source else rng.choice(vocab[t]) for t in types}
+
+    def present(conj: dict) -> bool:
+        return any(all(o[t] == v for t, v in conj.items()) for o in objs)
+
+    conj = draw(rng.choice(objs)) if rng.random() < 0.5 and objs else None
+    for _ in range(20 if conj is None else 0):
+        conj = draw(None)
+        if not present(conj):
+            break
+    return f"Is there {describe(conj)}?", "Yes." if present(conj) else "No."
+
+
 def caption_vocabulary() -> list[str]:
     """Texts covering every caption word (so a dataset-trained tokenizer encodes captions compactly)."""
     lines = [CAPTION_PROMPT]

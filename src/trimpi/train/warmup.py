@@ -5,11 +5,15 @@ example: [image, "Describe the objects from left to right."] → the scene-graph
 Scenes of the test split are held out and used to measure attribute accuracy.
 
 A fresh text tower learns the caption grammar much faster than a fresh vision tower learns
-to see, and then writes the same likely caption for every image. Two knobs counter this:
+to see, and then writes the same likely caption for every image. Three knobs counter this:
 
-  questions           also ask, per scene, whole-image questions ("Which colors are there?",
-                      "How many objects are there?") whose short answers no language prior
-                      can guess, so the loss is dominated by tokens that need the image.
+  vision_steps        first pre-train the vision tower and connector alone on existence labels
+                      read from the scene graphs (`trimpi.train.perception`), so the image
+                      tokens carry the objects' attributes before any captioning starts.
+  questions/existence also ask, per scene, whole-image questions ("Which colors are there?",
+                      "How many objects are there?") or yes/no questions worded like policy
+                      conditions ("Is there a large sphere?"), whose short answers no language
+                      prior can guess, so the loss is dominated by tokens that need the image.
   vision_first_steps  for the first N optimizer steps only the vision tower and connector
                       learn (the text tower's gradients are zeroed), so the only way to lower
                       the loss is to make the image tokens informative; then all parameters train.
@@ -26,7 +30,8 @@ import torch
 from trimpi.data.io import read_json, write_json
 from trimpi.data.schema import load_records
 from trimpi.errors import ConfigError, DataError
-from trimpi.train.captions import ATTRIBUTES, CAPTION_PROMPT, QUESTIONS, attribute_scores, caption, question_answer
+from trimpi.train.captions import (ATTRIBUTES, CAPTION_PROMPT, QUESTIONS, attribute_scores, caption, existence_question,
+                                   question_answer)
 
 TRAIN_FILES = ("train.jsonl", "train_cot.jsonl", "general_test.jsonl")
 EVAL_FILES = ("test.jsonl",)
@@ -55,6 +60,12 @@ class WarmupOptions:
     overwrite: bool = False
     questions: int = 0
     vision_first_steps: int = 0
+    existence: int = 0
+    captions: bool = True
+    vision_steps: int = 0
+    vision_lr: float = 1e-3
+    vision_batch_size: int = 32
+    progress: bool = True
 
 
 def scene_items(data: str | Path, files=TRAIN_FILES, exclude: set[str] = frozenset()) -> list[dict]:
@@ -80,22 +91,32 @@ def caption_messages(image: str, target: str | None = None, prompt: str = CAPTIO
     return msgs
 
 
-def caption_examples(items: list[dict], questions: int = 0, seed: int = 0) -> list[dict]:
-    """One caption example per scene, plus `questions` whole-image questions per scene (drawn
-    without replacement from QUESTIONS, deterministic for a seed)."""
+def caption_examples(items: list[dict], questions: int = 0, seed: int = 0, existence: int = 0,
+                     captions: bool = True) -> list[dict]:
+    """Per scene: its caption (unless `captions` is False), `questions` whole-image questions (drawn
+    without replacement from QUESTIONS) and `existence` yes/no questions worded like policy
+    conditions. Deterministic for a seed."""
     import random
 
     if not 0 <= questions <= len(QUESTIONS):
         raise ValueError(f"questions must be between 0 and {len(QUESTIONS)}, got {questions}")
+    if existence < 0:
+        raise ValueError(f"existence must be >= 0, got {existence}")
     rng = random.Random(seed)
     out = []
     for it in items:
         scene = read_json(it["scene"])
-        out.append({"id": it["image"], "messages": caption_messages(it["image"], caption(scene))})
+        if captions:
+            out.append({"id": it["image"], "messages": caption_messages(it["image"], caption(scene))})
         for prompt in rng.sample(sorted(QUESTIONS), questions):
             target = question_answer(scene, QUESTIONS[prompt])
             out.append({"id": f"{it['image']}#{QUESTIONS[prompt]}",
                         "messages": caption_messages(it["image"], target, prompt)})
+        for k in range(existence):
+            prompt, target = existence_question(rng, scene)
+            out.append({"id": f"{it['image']}#exist{k}", "messages": caption_messages(it["image"], target, prompt)})
+    if not out:
+        raise ValueError("warm-up has no examples: enable captions, questions or existence")
     return out
 
 
@@ -166,10 +187,54 @@ def attribute_accuracy(model, processor, items: list[dict]) -> dict[str, float]:
     return result
 
 
+@torch.no_grad()
+def existence_accuracy(model, processor, items: list[dict], seed: int = 0, batch_size: int = 32) -> dict[str, float]:
+    """One balanced yes/no existence question per held-out scene, answered by comparing the
+    log-likelihood of "Yes." and "No."; accuracy and balanced accuracy (chance 0.5)."""
+    import random
+
+    from trimpi.train.collate import Collator
+    from trimpi.train.logprobs import sequence_logprobs
+
+    rng = random.Random(seed)
+    questions = [(it["image"], *existence_question(rng, read_json(it["scene"]))) for it in items]
+    collator = Collator(processor, "completion", config=model.config)
+    model.eval()
+    said_yes = []
+    for i in range(0, len(questions), batch_size):
+        chunk = questions[i:i + batch_size]
+        feats = [{"messages": caption_messages(img, reply, q)} for reply in ("Yes.", "No.") for img, q, _ in chunk]
+        lp, mask = sequence_logprobs(model, collator(feats))
+        total = (lp * mask).sum(1)
+        said_yes += (total[: len(chunk)] > total[len(chunk):]).tolist()
+    truth = [a == "Yes." for _, _, a in questions]
+    hits = [p == t for p, t in zip(said_yes, truth, strict=True)]
+    yes_hits = [h for h, t in zip(hits, truth, strict=True) if t]
+    no_hits = [h for h, t in zip(hits, truth, strict=True) if not t]
+    rates = [sum(h) / len(h) for h in (yes_hits, no_hits) if h]
+    return {"accuracy": sum(hits) / max(len(hits), 1), "balanced_accuracy": sum(rates) / max(len(rates), 1),
+            "questions": len(hits)}
+
+
+def pretrain_vision_on(model, processor, train_items: list[dict], eval_items: list[dict], opts: WarmupOptions):
+    """Vision pre-training (`trimpi.train.perception`) on the warm-up's scenes."""
+    from PIL import Image
+
+    from trimpi.train.perception import pretrain_vision
+
+    def load(items):
+        return ([Image.open(it["image"]).convert("RGB") for it in items],
+                [read_json(it["scene"])["objects"] for it in items])
+
+    return pretrain_vision(model, processor, *load(train_items), *load(eval_items), steps=opts.vision_steps,
+                           lr=opts.vision_lr, batch_size=opts.vision_batch_size, seed=opts.seed,
+                           progress=opts.progress)
+
+
 def run_warmup(opts: WarmupOptions, callbacks=()) -> dict:
     """Caption-train `opts.model` (default: a fresh micro preset) on the dataset's scenes; save to `opts.out`."""
     from trimpi.models.loading import load_model
-    from trimpi.train.sft import StageOptions, run_stage
+    from trimpi.train.sft import StageOptions, last_checkpoint, run_stage
 
     eval_items = scene_items(opts.data, EVAL_FILES)[: opts.eval_scenes]
     held = {it["image"] for it in eval_items}
@@ -177,6 +242,9 @@ def run_warmup(opts: WarmupOptions, callbacks=()) -> dict:
     if not train_items:
         raise DataError(f"{opts.data}: no records with a scene graph and one image to caption")
     model, processor = load_model(opts.model, dtype="float32", device="cpu", data=opts.data, seed=opts.seed)
+    vision = None
+    if opts.vision_steps > 0 and last_checkpoint(Path(opts.out) / "checkpoints") is None:  # a resume has it
+        vision = pretrain_vision_on(model, processor, train_items, eval_items, opts)
     stage = StageOptions(data=opts.data, model=opts.model, out=opts.out, stage="sft", epochs=opts.epochs, lr=opts.lr,
                          batch_size=opts.batch_size, grad_accum=opts.grad_accum, lora_rank=0, max_steps=opts.max_steps,
                          seed=opts.seed, save_steps=opts.save_steps, report_to=opts.report_to,
@@ -184,10 +252,15 @@ def run_warmup(opts: WarmupOptions, callbacks=()) -> dict:
     if opts.vision_first_steps > 0:
         callbacks = [*callbacks, vision_first_callback(opts.vision_first_steps)]
     summary = run_stage(stage, callbacks=callbacks, model=model, processor=processor,
-                        examples=caption_examples(train_items, opts.questions, opts.seed))
+                        examples=caption_examples(train_items, opts.questions, opts.seed, opts.existence,
+                                                  opts.captions))
     summary["stage"] = "warmup"
-    if eval_items:
+    if vision is not None:
+        summary["vision_pretraining"] = vision
+    if eval_items and opts.captions:
         summary["attribute_accuracy"] = attribute_accuracy(model, processor, eval_items)
+    if eval_items and opts.existence:
+        summary["existence_accuracy"] = existence_accuracy(model, processor, eval_items, opts.seed)
     summary["options"] = dataclasses.asdict(opts)
     write_json(Path(opts.out) / "trimpi_stage.json", summary)
     return summary
