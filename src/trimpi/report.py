@@ -165,15 +165,12 @@ def table(header: list[str], body: list[list[str]]) -> str:
 
 def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None]) -> str:
     """The whole report as markdown; images are referenced as `![name](name.png)` placeholders."""
-    protocols = sorted({p for r in rows for p in r["protocols"]} - {"efficiency"})
     recipe = run["recipe"]
     parts = [f"# trimpi report: {recipe['name']}", "",
              f"Model `{recipe['model']}`, seed {recipe['seed']}, {len(rows)} methods. "
              "Scores are percentages on the test split, without the policy in the prompt "
              "(in-context: with it).", "", "## Results", "",
-             table(["method", "headline", "score (%)"] + protocols,
-                   [[r["label"], r["protocol"], fmt(r["score"], True)]
-                    + [fmt((r["protocols"].get(p) or {}).get("score"), True) for p in protocols] for r in rows])]
+             results_markdown(rows)]
     if images.get("accuracy"):
         parts += ["", "![accuracy per method](accuracy.png)"]
     parts += ["", "## RL reward: ordinary vs policy-aware samples", ""]
@@ -202,12 +199,23 @@ def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None]) -> s
     return "\n".join(parts)
 
 
+def results_markdown(rows: list[dict[str, Any]]) -> str:
+    """The results table: one row per method, headline score and every protocol's score (%)."""
+    protocols = sorted({p for r in rows for p in r["protocols"]} - {"efficiency"})
+    return table(["method", "headline", "score (%)"] + protocols,
+                 [[r["label"], r["protocol"], fmt(r["score"], True)]
+                  + [fmt((r["protocols"].get(p) or {}).get("score"), True) for p in protocols] for r in rows])
+
+
 def step_summary(result: dict[str, Any]) -> str:
     """A few numbers of a finished step: optimizer steps, final losses and rewards, warm-up accuracy."""
     parts = [f"{k}={fmt(result[k])}" for k in ("global_step", "train_loss", "steps", "reward") if k in result]
     attrs = (result.get("attribute_accuracy") or {}).get("attributes")
     if attrs is not None:
         parts.append(f"attribute_accuracy={fmt(attrs)}")
+    exist = (result.get("existence_accuracy") or {}).get("balanced_accuracy")
+    if exist is not None:
+        parts.append(f"existence_balanced_accuracy={fmt(exist)}")
     return " ".join(parts) or "-"
 
 

@@ -169,10 +169,11 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
     ctx.out = out
     for step in plan.steps:
         run_step(step, ctx, echo)
-    from trimpi.report import write_report
+    from trimpi.report import load_run, results, results_markdown, write_report
 
     record = plan_record(full, out)
     write_json(out / RUN_FILE, record)
     record["report"] = {k: str(v) for k, v in write_report(out).items()}
+    echo(results_markdown(results(load_run(out))))
     echo(f"report: {record['report']['md']}\n        {record['report']['html']}")
     return record
