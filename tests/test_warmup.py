@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests._fixtures_train import write_dataset
+from trimpi.errors import ConfigError
 from trimpi.train.captions import (QUESTIONS, attribute_scores, caption, existence_question, parse_caption,
                                    question_answer)
 from trimpi.train.warmup import (WarmupOptions, caption_examples, existence_accuracy, is_vision_parameter, run_warmup,
@@ -76,12 +77,12 @@ def test_scene_items_are_distinct_images(tmp_path):
     assert len(mixed) == 12 and mixed == caption_examples(items, questions=2, seed=1)
     prompts = [m["messages"][0]["content"][1]["text"] for m in mixed[1:3]]
     assert len(set(prompts)) == 2 and set(prompts) <= set(QUESTIONS)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="questions"):
         caption_examples(items, questions=len(QUESTIONS) + 1)
     only_yes_no = caption_examples(items, existence=3, captions=False)
     assert len(only_yes_no) == 12
     assert {m["messages"][-1]["content"][0]["text"] for m in only_yes_no} <= {"Yes.", "No."}
-    with pytest.raises(ValueError, match="no examples"):
+    with pytest.raises(ConfigError, match="no examples"):
         caption_examples(items, captions=False)
 
 

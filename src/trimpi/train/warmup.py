@@ -39,7 +39,7 @@ EVAL_FILES = ("test.jsonl",)
 
 @dataclass
 class WarmupOptions:
-    """Options of `trimpi train warmup` (see the module docstring for the two perception knobs).
+    """Options of `trimpi train warmup` (see the module docstring for the perception knobs).
 
     questions:          whole-image questions per scene added to the captions (0: captions only).
     vision_first_steps: optimizer steps at the start during which only vision tower + connector train.
@@ -99,9 +99,9 @@ def caption_examples(items: list[dict], questions: int = 0, seed: int = 0, exist
     import random
 
     if not 0 <= questions <= len(QUESTIONS):
-        raise ValueError(f"questions must be between 0 and {len(QUESTIONS)}, got {questions}")
+        raise ConfigError(f"questions: must be between 0 and {len(QUESTIONS)}, got {questions}")
     if existence < 0:
-        raise ValueError(f"existence must be >= 0, got {existence}")
+        raise ConfigError(f"existence: must be >= 0, got {existence}")
     rng = random.Random(seed)
     out = []
     for it in items:
@@ -116,7 +116,7 @@ def caption_examples(items: list[dict], questions: int = 0, seed: int = 0, exist
             prompt, target = existence_question(rng, scene)
             out.append({"id": f"{it['image']}#exist{k}", "messages": caption_messages(it["image"], target, prompt)})
     if not out:
-        raise ValueError("warm-up has no examples: enable captions, questions or existence")
+        raise ConfigError("captions: warm-up has no examples (enable captions, questions or existence)")
     return out
 
 
