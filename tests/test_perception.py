@@ -6,8 +6,7 @@ from PIL import Image
 
 from trimpi.models.tiny import FAMILIES, build_tiny
 from trimpi.train.perception import (balanced_accuracy, existence_labels, existence_targets, image_inputs,
-                                     image_token_features, pretrain_vision)
-from trimpi.train.warmup import is_vision_parameter
+                                     image_token_features, is_vision_parameter, pretrain_vision)
 
 RED = {"shape": "cube", "color": "red", "size": "small", "material": "rubber"}
 BLUE = {"shape": "sphere", "color": "blue", "size": "large", "material": "metal"}
@@ -37,8 +36,6 @@ def test_balanced_accuracy_by_hand():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_image_token_features_match_the_image_token_count(family):
-    from trimpi.models import visual_token_ids  # noqa: F401  (the family's processor is what counts)
-
     model, processor = build_tiny(family)
     images = [Image.new("RGB", (112, 112), c) for c in ("red", "blue", "green")]
     feats = image_token_features(model, image_inputs(processor, images))

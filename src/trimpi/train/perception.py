@@ -68,10 +68,14 @@ def image_inputs(processor, images: list) -> dict:
     return dict(processor.image_processor([[im] for im in images], return_tensors="pt"))
 
 
+def is_vision_parameter(name: str) -> bool:
+    """Vision tower or vision→text connector parameter (Idefics3, LLaVA and Qwen-VL naming)."""
+    return any(part in name for part in ("vision_model", "vision_tower", "connector", "multi_modal_projector",
+                                         "visual"))
+
+
 def vision_parameters(model) -> list[torch.nn.Parameter]:
     """Parameters that image_token_features depends on (vision tower and connector)."""
-    from trimpi.train.warmup import is_vision_parameter
-
     return [p for n, p in model.named_parameters() if is_vision_parameter(n)]
 
 

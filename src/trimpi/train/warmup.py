@@ -32,6 +32,7 @@ from trimpi.data.schema import load_records
 from trimpi.errors import ConfigError, DataError
 from trimpi.train.captions import (ATTRIBUTES, CAPTION_PROMPT, QUESTIONS, attribute_scores, caption, existence_question,
                                    question_answer)
+from trimpi.train.perception import is_vision_parameter
 
 TRAIN_FILES = ("train.jsonl", "train_cot.jsonl", "general_test.jsonl")
 EVAL_FILES = ("test.jsonl",)
@@ -118,12 +119,6 @@ def caption_examples(items: list[dict], questions: int = 0, seed: int = 0, exist
     if not out:
         raise ConfigError("captions: warm-up has no examples (enable captions, questions or existence)")
     return out
-
-
-def is_vision_parameter(name: str) -> bool:
-    """Vision tower or vision→text connector parameter (Idefics3, LLaVA and Qwen-VL naming)."""
-    return any(part in name for part in ("vision_model", "vision_tower", "connector", "multi_modal_projector",
-                                         "visual"))
 
 
 def vision_first_callback(steps: int):
