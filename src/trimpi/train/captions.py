@@ -14,6 +14,7 @@ SIZES = ("small", "large")
 COLORS = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
 MATERIALS = ("rubber", "metal")
 SHAPES = ("cube", "sphere", "cylinder")
+VALUES = {"size": SIZES, "color": COLORS, "material": MATERIALS, "shape": SHAPES}
 ATTRIBUTES = ("size", "color", "material", "shape")
 CAPTION_PROMPT = "Describe the objects from left to right."
 
@@ -82,9 +83,8 @@ def question_answer(scene: dict, kind: str) -> str:
         return f"{len(objs)} objects."
     if kind not in ATTRIBUTES:
         raise ValueError(f"unknown question kind {kind!r}")
-    vocab = {"size": SIZES, "color": COLORS, "material": MATERIALS, "shape": SHAPES}[kind]
     present = {o[kind] for o in objs}
-    return ", ".join(v for v in vocab if v in present) + "."
+    return ", ".join(v for v in VALUES[kind] if v in present) + "."
 
 
 def existence_question(rng, scene: dict, max_types: int = 2) -> tuple[str, str]:
@@ -93,23 +93,20 @@ def existence_question(rng, scene: dict, max_types: int = 2) -> tuple[str, str]:
     otherwise they are drawn until no object matches ("No."; "Yes." if 20 draws all match).
     rng: a random.Random."""
     from trimpi.data.clevr.policy import describe
+    from trimpi.data.clevr.tree import exists
 
     objs = scene_objects(scene)
-    vocab = {"size": SIZES, "color": COLORS, "material": MATERIALS, "shape": SHAPES}
 
     def draw(source: dict | None) -> dict:
         types = rng.sample(ATTRIBUTES, rng.randint(1, max_types))
-        return {t: source[t] if source else rng.choice(vocab[t]) for t in types}
-
-    def present(conj: dict) -> bool:
-        return any(all(o[t] == v for t, v in conj.items()) for o in objs)
+        return {t: source[t] if source else rng.choice(VALUES[t]) for t in types}
 
     conj = draw(rng.choice(objs)) if rng.random() < 0.5 and objs else None
     for _ in range(20 if conj is None else 0):
         conj = draw(None)
-        if not present(conj):
+        if not exists(objs, conj):
             break
-    return f"Is there {describe(conj)}?", "Yes." if present(conj) else "No."
+    return f"Is there {describe(conj)}?", "Yes." if exists(objs, conj) else "No."
 
 
 def caption_vocabulary() -> list[str]:

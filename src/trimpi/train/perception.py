@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from trimpi.data.clevr.scene import ATTRIBUTES
+from trimpi.data.clevr.tree import exists
 from trimpi.errors import ModelError
 
 Label = tuple[tuple[str, str], ...]
@@ -34,7 +35,7 @@ def existence_labels() -> list[Label]:
 
 def existence_targets(objects: Sequence[dict], labels: Sequence[Label]) -> list[float]:
     """1.0 for each label some object matches (all of its attribute values), else 0.0."""
-    return [float(any(all(o[a] == v for a, v in label) for o in objects)) for label in labels]
+    return [float(exists(objects, dict(label))) for label in labels]
 
 
 def balanced_accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:
@@ -95,7 +96,8 @@ def pretrain_vision(model, processor, train_images: list, train_objects: list[li
         raise ModelError(f"{type(model).__name__}: no vision tower / connector parameters to pre-train")
     dim = image_token_features(model, image_inputs(processor, train_images[:1])).shape[-1]
     head = torch.nn.Linear(dim, len(labels))
-    opt = torch.optim.AdamW([*params, *head.parameters()], lr=lr, weight_decay=0.01)
+    params += list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
     gen = torch.Generator().manual_seed(seed)
     model.train()
@@ -106,7 +108,7 @@ def pretrain_vision(model, processor, train_images: list, train_objects: list[li
         scores = head(image_token_features(model, batch)).amax(1)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(scores, train_y[idx])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([*params, *head.parameters()], 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         schedule.step()
         opt.zero_grad(set_to_none=True)
