@@ -117,16 +117,22 @@ def leaf_labels(tree: dict) -> list[str]:
     )
 
 
-def trace(tree: dict, objects: list[dict]) -> tuple[list[tuple[str, bool]], str]:
-    """Walk the tree on a scene: the visited (node id, outcome) pairs and the leaf label reached."""
+def walk(tree: dict, present) -> tuple[list[tuple[str, bool]], str]:
+    """Walk the tree answering each condition with `present(conjunction) -> bool`: the visited
+    (node id, outcome) pairs and the leaf label reached."""
     path: list[tuple[str, bool]] = []
     ref = tree["root"]
     while not is_leaf(ref):
         node = tree["nodes"][ref]
-        outcome = exists(objects, node["if_exists"])
+        outcome = bool(present(node["if_exists"]))
         path.append((ref, outcome))
         ref = node["yes" if outcome else "no"]
     return path, ref
+
+
+def trace(tree: dict, objects: list[dict]) -> tuple[list[tuple[str, bool]], str]:
+    """Walk the tree on a scene: the visited (node id, outcome) pairs and the leaf label reached."""
+    return walk(tree, lambda conj: exists(objects, conj))
 
 
 def decide(tree: dict, objects: list[dict]) -> str:
