@@ -43,7 +43,8 @@ def write_dataset(root: Path, n: int = 6, with_gta: bool = False) -> Path:
         (root / sub).mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (32, 32), COLORS["red"]).save(root / "policy_images" / "red.png")
     policy = {"name": "L2-Surinu", "images": ["../policy_images/red.png"],
-              "text": "Policy L2-Surinu.\nCondition 1: is there an object of the color <image>? yes: Case 1. no: Case 2."}
+              "text": "Policy L2-Surinu.\nCondition 1: is there an object of the color <image>? yes: Case 1. no: Case 2.",
+              "root": "1", "nodes": {"1": {"if_exists": {"color": "red"}, "yes": "Case 1", "no": "Case 2"}}}
     (root / "policies" / "L2-Surinu.json").write_text(json.dumps(policy))
     rows = []
     for i in range(n):

@@ -6,7 +6,8 @@ from PIL import Image
 
 from trimpi.models.tiny import FAMILIES, build_tiny
 from trimpi.train.perception import (balanced_accuracy, existence_labels, existence_targets, image_inputs,
-                                     image_token_features, is_vision_parameter, pretrain_vision)
+                                     image_token_features, is_vision_parameter, pretrain_vision,
+                                     probe_policy_accuracy)
 
 RED = {"shape": "cube", "color": "red", "size": "small", "material": "rubber"}
 BLUE = {"shape": "sphere", "color": "blue", "size": "large", "material": "metal"}
@@ -34,6 +35,27 @@ def test_balanced_accuracy_by_hand():
     assert balanced_accuracy(scores, targets) == pytest.approx((1 + 5 / 6) / 2)
 
 
+TREE = {"root": "1", "nodes": {
+    "1": {"if_exists": {"color": "red"}, "yes": "1.1", "no": "Case 3"},
+    "1.1": {"if_exists": {"color": "red", "shape": "cube"}, "yes": "Case 1", "no": "Case 2"}}}
+
+
+def test_probe_policy_accuracy_walks_the_tree_with_the_probe():
+    labels = [(("color", "red"),), (("shape", "cube"),), (("color", "red"), ("shape", "cube"))]
+    scores = torch.tensor([[1.0, -1.0, 1.0],    # red, red cube -> Case 1 (gold Case 1: hit)
+                           [1.0, 1.0, -1.0],    # red, no red cube (the cube score is not asked) -> Case 2 (miss)
+                           [-1.0, 1.0, 1.0]])   # no red -> Case 3 (hit)
+    result = probe_policy_accuracy(scores, [TREE] * 3, ["Case 1", "Case 1", "Case 3"], labels)
+    assert result == {"probe_policy_accuracy": 2 / 3, "probe_policy_records": 3}
+
+
+def test_probe_policy_accuracy_leaves_out_paths_without_a_label():
+    labels = [(("color", "red"),)]  # no label for "red cube"
+    scores = torch.tensor([[1.0], [-1.0]])
+    result = probe_policy_accuracy(scores, [TREE] * 2, ["Case 1", "Case 3"], labels)
+    assert result == {"probe_policy_accuracy": 1.0, "probe_policy_records": 1}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_image_token_features_match_the_image_token_count(family):
     model, processor = build_tiny(family)
@@ -52,8 +74,10 @@ def test_pretraining_learns_a_separable_task_and_leaves_the_text_tower():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     images = [Image.new("RGB", (112, 112), c) for c in ("red", "blue")] * 8
     objects = [[RED], [BLUE]] * 8
+    policy_eval = [(images[0], TREE, "Case 1"), (images[1], TREE, "Case 3")]
     result = pretrain_vision(model, processor, images, objects, images[:2], objects[:2], steps=60, lr=3e-3,
-                             batch_size=8, progress=False)
+                             batch_size=8, progress=False, policy_eval=policy_eval)
     assert result["single_balanced_accuracy"] == 1.0 and result["pair_balanced_accuracy"] == 1.0
+    assert result["probe_policy_accuracy"] == 1.0 and result["probe_policy_records"] == 2
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved and all(is_vision_parameter(n) for n in moved)

@@ -127,6 +127,7 @@ def test_vision_pretraining_and_existence_questions_run_end_to_end(tmp_path):
                                        vision_batch_size=2, progress=False))
     assert summary["examples"] == 4 and "attribute_accuracy" not in summary  # 2 scenes x 2 yes/no questions
     assert summary["vision_pretraining"]["steps"] == 3 and summary["vision_pretraining"]["eval_images"] == 2
+    assert summary["vision_pretraining"]["probe_policy_records"] == 2  # both test records walk the policy tree
     assert summary["existence_accuracy"]["questions"] == 2
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from trimpi.data.clevr.scene import ATTRIBUTES
-from trimpi.data.clevr.tree import exists
+from trimpi.data.clevr.tree import exists, walk
 from trimpi.errors import ModelError
 
 Label = tuple[tuple[str, str], ...]
@@ -53,6 +53,36 @@ def balanced_accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:
     return ((tpr + tnr) / 2).mean().item()
 
 
+class _Unscored(Exception):
+    """A condition the probe has no label for (a conjunction of more than two attribute types)."""
+
+
+def probe_policy_accuracy(scores: torch.Tensor, trees: Sequence[dict], answers: Sequence[str],
+                          labels: Sequence[Label]) -> dict[str, float]:
+    """Policy accuracy when every condition is answered by the probe (score > 0: present).
+
+    This is what a reader of the image tokens that is exactly as good as the linear probe would
+    score, so it bounds what later stages can reach without better perception. scores:
+    [n_records, n_labels]. Records whose path meets a conjunction without a label are left out
+    and `probe_policy_records` says how many were scored."""
+    index = {tuple(sorted(label)): k for k, label in enumerate(labels)}
+    hits = scored = 0
+    for row, tree, answer in zip(scores, trees, answers, strict=True):
+        def present(conj, row=row):
+            k = index.get(tuple(sorted(conj.items())))
+            if k is None:
+                raise _Unscored
+            return row[k].item() > 0
+
+        try:
+            leaf = walk(tree, present)[1]
+        except _Unscored:
+            continue
+        scored += 1
+        hits += leaf == answer
+    return {"probe_policy_accuracy": hits / scored if scored else float("nan"), "probe_policy_records": scored}
+
+
 def image_token_features(model, image_inputs: dict) -> torch.Tensor:
     """[n_images, n_tokens, dim]: the vision tower + connector outputs that replace the image tokens."""
     out = model.get_image_features(**image_inputs)
@@ -80,12 +110,20 @@ def vision_parameters(model) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if is_vision_parameter(n)]
 
 
+@torch.no_grad()
+def probe_scores(model, processor, head: torch.nn.Module, images: list, batch_size: int = 64) -> torch.Tensor:
+    """[n_images, n_labels]: the probe's image-level label scores (max over image tokens)."""
+    return torch.cat([head(image_token_features(model, image_inputs(processor, images[i:i + batch_size]))).amax(1)
+                      for i in range(0, len(images), batch_size)])
+
+
 def pretrain_vision(model, processor, train_images: list, train_objects: list[list[dict]], eval_images: list,
                     eval_objects: list[list[dict]], steps: int, lr: float = 1e-3, batch_size: int = 32,
-                    seed: int = 0, progress: bool = True) -> dict[str, float]:
+                    seed: int = 0, progress: bool = True, policy_eval: Sequence[tuple] = ()) -> dict[str, float]:
     """Train vision tower + connector on existence labels for `steps` steps; returns held-out scores.
 
-    images: PIL images; objects: each image's scene-graph objects. The text tower is untouched."""
+    images: PIL images; objects: each image's scene-graph objects; policy_eval: held-out
+    (image, policy tree, answer) triples for `probe_policy_accuracy`. The text tower is untouched."""
     from tqdm.auto import tqdm
 
     labels = existence_labels()
@@ -114,14 +152,15 @@ def pretrain_vision(model, processor, train_images: list, train_objects: list[li
         opt.zero_grad(set_to_none=True)
         loss_value = loss.item()
     result = {"steps": steps, "labels": len(labels), "final_loss": loss_value}
+    model.eval()
     if eval_images:
-        model.eval()
         eval_y = torch.tensor([existence_targets(o, labels) for o in eval_objects])
-        with torch.no_grad():
-            scores = torch.cat([head(image_token_features(model, image_inputs(processor, eval_images[i:i + 64])))
-                                .amax(1) for i in range(0, len(eval_y), 64)])
+        scores = probe_scores(model, processor, head, eval_images)
         result["single_balanced_accuracy"] = balanced_accuracy(scores[:, :n_single], eval_y[:, :n_single])
         result["pair_balanced_accuracy"] = balanced_accuracy(scores[:, n_single:], eval_y[:, n_single:])
         result["eval_images"] = len(eval_y)
+    if policy_eval:
+        images, trees, answers = zip(*policy_eval, strict=True)
+        result |= probe_policy_accuracy(probe_scores(model, processor, head, list(images)), trees, answers, labels)
     model.zero_grad(set_to_none=True)
     return result

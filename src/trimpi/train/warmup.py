@@ -223,7 +223,24 @@ def pretrain_vision_on(model, processor, train_items: list[dict], eval_items: li
 
     return pretrain_vision(model, processor, *load(train_items), *load(eval_items), steps=opts.vision_steps,
                            lr=opts.vision_lr, batch_size=opts.vision_batch_size, seed=opts.seed,
-                           progress=opts.progress)
+                           progress=opts.progress, policy_eval=policy_questions(opts.data, eval_items))
+
+
+def policy_questions(data: str | Path, items: list[dict]) -> list[tuple]:
+    """(image, policy tree, answer) for the test records whose image is one of `items` and whose
+    policy is a decision tree (ClevrPolicy)."""
+    from PIL import Image
+
+    root, wanted = Path(data), {it["image"] for it in items}
+    path = root / EVAL_FILES[0]
+    records = load_records(path) if path.is_file() else []
+    out = []
+    for r in records:
+        if r.policy_path and len(r.images) == 1 and str(root / r.images[0]) in wanted:
+            tree = read_json(root / r.policy_path)
+            if "nodes" in tree:
+                out.append((Image.open(root / r.images[0]).convert("RGB"), tree, r.answer))
+    return out
 
 
 def run_warmup(opts: WarmupOptions, callbacks=()) -> dict:
