@@ -106,4 +106,7 @@ def test_step_summary():
     assert step_summary({"global_step": 3, "train_loss": 1.5, "attribute_accuracy": {"attributes": 0.75}}) == \
         "global_step=3 train_loss=1.5 attribute_accuracy=0.75"
     assert step_summary({"steps": 2, "reward": 0.25, "metrics": "metrics.jsonl"}) == "steps=2 reward=0.25"
+    assert step_summary({"global_step": 1, "existence_accuracy": {"balanced_accuracy": 0.5},
+                         "vision_pretraining": {"probe_policy_accuracy": 0.625}}) == \
+        "global_step=1 existence_balanced_accuracy=0.5 probe_policy_accuracy=0.625"
     assert step_summary({}) == "-"

@@ -208,7 +208,8 @@ def results_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def step_summary(result: dict[str, Any]) -> str:
-    """A few numbers of a finished step: optimizer steps, final losses and rewards, warm-up accuracy."""
+    """A few numbers of a finished step: optimizer steps, final losses and rewards, warm-up accuracies
+    (captions, yes/no answers, and the vision probe's policy accuracy: the perception ceiling)."""
     parts = [f"{k}={fmt(result[k])}" for k in ("global_step", "train_loss", "steps", "reward") if k in result]
     attrs = (result.get("attribute_accuracy") or {}).get("attributes")
     if attrs is not None:
@@ -216,6 +217,9 @@ def step_summary(result: dict[str, Any]) -> str:
     exist = (result.get("existence_accuracy") or {}).get("balanced_accuracy")
     if exist is not None:
         parts.append(f"existence_balanced_accuracy={fmt(exist)}")
+    ceiling = (result.get("vision_pretraining") or {}).get("probe_policy_accuracy")
+    if ceiling is not None:
+        parts.append(f"probe_policy_accuracy={fmt(ceiling)}")
     return " ".join(parts) or "-"
 
 
