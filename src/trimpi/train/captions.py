@@ -10,12 +10,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-SIZES = ("small", "large")
-COLORS = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
-MATERIALS = ("rubber", "metal")
-SHAPES = ("cube", "sphere", "cylinder")
-VALUES = {"size": SIZES, "color": COLORS, "material": MATERIALS, "shape": SHAPES}
-ATTRIBUTES = ("size", "color", "material", "shape")
+from trimpi.data.clevr.tree import ATTRIBUTE_VALUES as VALUES
+
+ATTRIBUTES = ("size", "color", "material", "shape")  # caption word order
+SIZES, COLORS, MATERIALS, SHAPES = (VALUES[a] for a in ATTRIBUTES)
 CAPTION_PROMPT = "Describe the objects from left to right."
 
 
