@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from trimpi.data.clevr.policy import describe
-from trimpi.data.clevr.tree import exists, matches
+from trimpi.data.clevr.tree import matches, trace
 
 # "Condition 1.2: Is there a red cube? No, ..." — the outcome must answer the question directly, so a
 # restated policy line ("... in the image? If yes, go to ...") cites nothing.
@@ -37,11 +37,10 @@ def gold_trace(name: str, tree: dict, objects: list[dict], style: str = "full") 
         raise ValueError(f"trace style must be one of {TRACE_STYLES}, got {style!r}")
     full = style == "full"
     lines = [f"I follow Policy {name}, starting at Condition 1."] + ([inventory(objects)] if full else [])
-    ref = tree["root"]
-    while not ref.startswith("Case "):
+    path, leaf = trace(tree, objects)
+    for ref, found in path:
         node = tree["nodes"][ref]
         conj = node["if_exists"]
-        found = exists(objects, conj)
         question = f"Is there {describe(conj)}?"
         if not full:
             evidence = "Yes." if found else "No."
@@ -53,8 +52,7 @@ def gold_trace(name: str, tree: dict, objects: list[dict], style: str = "full") 
         nxt = node["yes" if found else "no"]
         step = f"the response is {nxt}." if nxt.startswith("Case ") else f"go to Condition {nxt}."
         lines.append(f"Condition {ref}: {question} {evidence} So {step}")
-        ref = nxt
-    return "\n".join(lines), ref
+    return "\n".join(lines), leaf
 
 
 def cited_conditions(text: str) -> list[tuple[str, bool]]:
