@@ -38,29 +38,19 @@ def majority_accuracy(data: Path) -> float:
 
 def run_design(data: Path, image_size: int, patch: int, steps: int, lr: float, batch_size: int,
                eval_scenes: int) -> dict:
-    from trimpi.data.io import read_json
     from trimpi.models import presets, tiny
-    from trimpi.train.perception import pretrain_vision
-    from trimpi.train.warmup import EVAL_FILES, TRAIN_FILES, policy_questions, scene_items
+    from trimpi.train.warmup import WarmupOptions, pretrain_vision_on, warmup_items
 
     size = dataclasses.replace(presets.MICRO, image_size=image_size)
     tok = presets.train_bpe_tokenizer(presets.preset_texts(data), "idefics3", vocab_size=size.vocab)
     torch.manual_seed(0)
     model, processor = tiny.build_idefics3(tok, size, vision_patch=patch)
     model.float()
-    eval_items = scene_items(data, EVAL_FILES)[:eval_scenes]
-    held = {it["image"] for it in eval_items}
-    train_items = [it for it in scene_items(data, TRAIN_FILES) if it["image"] not in held]
-
-    from PIL import Image
-
-    def load(items):
-        return ([Image.open(it["image"]).convert("RGB") for it in items],
-                [read_json(it["scene"])["objects"] for it in items])
-
+    train_items, eval_items = warmup_items(data, eval_scenes)
+    opts = WarmupOptions(data=str(data), out="", vision_steps=steps, vision_lr=lr, vision_batch_size=batch_size,
+                         progress=False)
     start = time.perf_counter()
-    result = pretrain_vision(model, processor, *load(train_items), *load(eval_items), steps=steps, lr=lr,
-                             batch_size=batch_size, progress=False, policy_eval=policy_questions(data, eval_items))
+    result = pretrain_vision_on(model, processor, train_items, eval_items, opts)
     return {"design": f"{image_size} px / patch {patch}", "image_tokens": processor.image_seq_len,
             "train_scenes": len(train_items), "seconds": round(time.perf_counter() - start, 1), **result}
 

@@ -74,7 +74,7 @@ def test_pretraining_learns_a_separable_task_and_leaves_the_text_tower():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     images = [Image.new("RGB", (112, 112), c) for c in ("red", "blue")] * 8
     objects = [[RED], [BLUE]] * 8
-    policy_eval = [(images[0], TREE, "Case 1"), (images[1], TREE, "Case 3")]
+    policy_eval = [(0, TREE, "Case 1"), (1, TREE, "Case 3")]  # eval images: red, blue
     result = pretrain_vision(model, processor, images, objects, images[:2], objects[:2], steps=60, lr=3e-3,
                              batch_size=8, progress=False, policy_eval=policy_eval)
     assert result["single_balanced_accuracy"] == 1.0 and result["pair_balanced_accuracy"] == 1.0

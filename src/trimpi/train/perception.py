@@ -18,8 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from trimpi.data.clevr.scene import ATTRIBUTES
-from trimpi.data.clevr.tree import exists, walk
+from trimpi.data.clevr.tree import ATTRIBUTE_VALUES, exists, walk
 from trimpi.errors import ModelError
 
 Label = tuple[tuple[str, str], ...]
@@ -27,9 +26,9 @@ Label = tuple[tuple[str, str], ...]
 
 def existence_labels() -> list[Label]:
     """Every single attribute value, then every pair of values of two different attribute types."""
-    types = list(ATTRIBUTES)
-    singles = [((a, v),) for a in types for v in ATTRIBUTES[a]]
-    pairs = [((a, v), (b, w)) for a, b in itertools.combinations(types, 2) for v in ATTRIBUTES[a] for w in ATTRIBUTES[b]]
+    values = ATTRIBUTE_VALUES
+    singles = [((a, v),) for a in values for v in values[a]]
+    pairs = [((a, v), (b, w)) for a, b in itertools.combinations(values, 2) for v in values[a] for w in values[b]]
     return singles + pairs
 
 
@@ -122,12 +121,12 @@ def pretrain_vision(model, processor, train_images: list, train_objects: list[li
                     seed: int = 0, progress: bool = True, policy_eval: Sequence[tuple] = ()) -> dict[str, float]:
     """Train vision tower + connector on existence labels for `steps` steps; returns held-out scores.
 
-    images: PIL images; objects: each image's scene-graph objects; policy_eval: held-out
-    (image, policy tree, answer) triples for `probe_policy_accuracy`. The text tower is untouched."""
+    images: PIL images; objects: each image's scene-graph objects; policy_eval: (index into
+    eval_images, policy tree, answer) triples for `probe_policy_accuracy`. The text tower is untouched."""
     from tqdm.auto import tqdm
 
     labels = existence_labels()
-    n_single = sum(len(v) for v in ATTRIBUTES.values())
+    n_single = sum(len(v) for v in ATTRIBUTE_VALUES.values())
     train_y = torch.tensor([existence_targets(o, labels) for o in train_objects])
     params = vision_parameters(model)
     if not params:
@@ -159,8 +158,8 @@ def pretrain_vision(model, processor, train_images: list, train_objects: list[li
         result["single_balanced_accuracy"] = balanced_accuracy(scores[:, :n_single], eval_y[:, :n_single])
         result["pair_balanced_accuracy"] = balanced_accuracy(scores[:, n_single:], eval_y[:, n_single:])
         result["eval_images"] = len(eval_y)
-    if policy_eval:
-        images, trees, answers = zip(*policy_eval, strict=True)
-        result |= probe_policy_accuracy(probe_scores(model, processor, head, list(images)), trees, answers, labels)
+        if policy_eval:
+            index, trees, answers = zip(*policy_eval, strict=True)
+            result |= probe_policy_accuracy(scores[list(index)], trees, answers, labels)
     model.zero_grad(set_to_none=True)
     return result

@@ -84,6 +84,13 @@ def scene_items(data: str | Path, files=TRAIN_FILES, exclude: set[str] = frozens
     return items
 
 
+def warmup_items(data: str | Path, eval_scenes: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) scene items: the first `eval_scenes` test scenes are held out of training."""
+    eval_items = scene_items(data, EVAL_FILES)[:eval_scenes]
+    held = {it["image"] for it in eval_items}
+    return [it for it in scene_items(data, TRAIN_FILES) if it["image"] not in held], eval_items
+
+
 def caption_messages(image: str, target: str | None = None, prompt: str = CAPTION_PROMPT) -> list[dict]:
     """[image, prompt] user turn, plus the assistant target when given."""
     msgs = [{"role": "user", "content": [{"type": "image", "path": image}, {"type": "text", "text": prompt}]}]
@@ -226,20 +233,22 @@ def pretrain_vision_on(model, processor, train_items: list[dict], eval_items: li
                            progress=opts.progress, policy_eval=policy_questions(opts.data, eval_items))
 
 
-def policy_questions(data: str | Path, items: list[dict]) -> list[tuple]:
-    """(image, policy tree, answer) for the test records whose image is one of `items` and whose
-    policy is a decision tree (ClevrPolicy)."""
-    from PIL import Image
-
-    root, wanted = Path(data), {it["image"] for it in items}
+def policy_questions(data: str | Path, items: list[dict]) -> list[tuple[int, dict, str]]:
+    """(index into `items`, policy tree, answer) for the test records whose image is one of `items`
+    and whose policy is a decision tree (ClevrPolicy)."""
+    root = Path(data)
+    position = {it["image"]: k for k, it in enumerate(items)}
     path = root / EVAL_FILES[0]
-    records = load_records(path) if path.is_file() else []
+    trees: dict[str, dict] = {}
     out = []
-    for r in records:
-        if r.policy_path and len(r.images) == 1 and str(root / r.images[0]) in wanted:
-            tree = read_json(root / r.policy_path)
-            if "nodes" in tree:
-                out.append((Image.open(root / r.images[0]).convert("RGB"), tree, r.answer))
+    for r in load_records(path) if path.is_file() else []:
+        k = position.get(str(root / r.images[0])) if r.policy_path and len(r.images) == 1 else None
+        if k is None:
+            continue
+        if r.policy_path not in trees:
+            trees[r.policy_path] = read_json(root / r.policy_path)
+        if "nodes" in trees[r.policy_path]:
+            out.append((k, trees[r.policy_path], r.answer))
     return out
 
 
@@ -248,9 +257,7 @@ def run_warmup(opts: WarmupOptions, callbacks=()) -> dict:
     from trimpi.models.loading import load_model
     from trimpi.train.sft import StageOptions, last_checkpoint, run_stage
 
-    eval_items = scene_items(opts.data, EVAL_FILES)[: opts.eval_scenes]
-    held = {it["image"] for it in eval_items}
-    train_items = [it for it in scene_items(opts.data, TRAIN_FILES) if it["image"] not in held]
+    train_items, eval_items = warmup_items(opts.data, opts.eval_scenes)
     if not train_items:
         raise DataError(f"{opts.data}: no records with a scene graph and one image to caption")
     model, processor = load_model(opts.model, dtype="float32", device="cpu", data=opts.data, seed=opts.seed)
