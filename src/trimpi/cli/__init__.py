@@ -10,6 +10,7 @@ import typer
 from trimpi.cli import data as data_cli
 from trimpi.cli import demo as demo_cli
 from trimpi.cli import eval as eval_cli
+from trimpi.cli import repro as repro_cli
 from trimpi.cli import run as run_cli
 from trimpi.cli import train as train_cli
 from trimpi.errors import TrimpiError
@@ -28,6 +29,7 @@ app.add_typer(train_cli.app, name="train")
 app.command("eval")(eval_cli.evaluate)
 app.command("run")(run_cli.run)
 app.command("demo")(demo_cli.demo)
+app.command("repro")(repro_cli.repro)
 
 
 def main() -> None:

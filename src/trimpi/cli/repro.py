@@ -1,0 +1,48 @@
+"""`trimpi repro CONFIG.yaml`: the Table-2-style comparison over settings and seeds, with a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def repro(
+    config: Annotated[Path, typer.Argument(help="Repro config YAML (see configs/micro_repro.yaml).")],
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: runs/<name>).")] = None,
+    jobs: Annotated[int, typer.Option(help="Seeds run in parallel, each with cores/jobs threads.")] = 1,
+    seed: Annotated[int | None, typer.Option(help="Run only this seed (no table).")] = None,
+    base_only: Annotated[bool, typer.Option("--base-only", help="Build (or finish) the policy-following bases only.")]
+    = False,
+    table_only: Annotated[bool, typer.Option("--table-only", help="Only rebuild the table from finished runs.")]
+    = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Datasets, a policy-following base per seed, every setting's methods, then mean ± std over seeds."""
+    from trimpi.errors import ConfigError
+    from trimpi.pipeline import repro as rp
+
+    cfg = rp.load_repro(config)
+    target = out or Path("runs") / cfg.name
+    if jobs < 1:
+        raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
+    if seed is not None and seed not in cfg.seeds:
+        raise ConfigError(f"--seed: {seed} is not one of the config's seeds {cfg.seeds}")
+    if base_only:
+        from trimpi.train.policy_following import build_base
+
+        for s in [seed] if seed is not None else cfg.seeds:
+            datasets = rp.build_datasets(cfg, target, s, typer.echo)
+            record = build_base(rp.base_options(cfg, target, s, datasets, progress))
+            typer.echo(f"seed {s}: base {record['model']} in-context accuracy {record['in_context_accuracy']}")
+        return
+    if table_only:
+        table = rp.aggregate(cfg, target)
+        rp.write_outputs(table, target)
+        typer.echo(rp.table_markdown(table))
+        return
+    if seed is not None:
+        rp.run_seed(cfg, target, seed, progress, typer.echo)
+        return
+    rp.run_repro(cfg, config, target, jobs=jobs, progress=progress, echo=typer.echo)

@@ -1,0 +1,202 @@
+"""`trimpi repro` and the policy-following base: policy exclusion, in-context examples, config
+validation, and the mean ± std table built from finished run directories."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from _fixtures_train import write_dataset
+
+from trimpi.errors import ConfigError, DataError
+from trimpi.pipeline import repro as rp
+from trimpi.train.policy_following import BaseOptions, dataset_tree_keys, in_context_examples, tree_key
+
+TREE = {"root": "1", "nodes": {"1": {"if_exists": {"color": "red"}, "yes": "Case 1", "no": "Case 2"}}}
+
+CONFIG = {
+    "name": "r", "model": "micro", "seeds": [0, 1], "base": {"policies": 3, "scenes": 20},
+    "settings": {"T-d2": {"data": {"clevr": {"depths": [2], "variant": "T", "policies": 2}, "setting": "T-d2"}}},
+    "stages": {"sft": {"epochs": 1}},
+    "methods": ["in_context", "cot_sft"],
+    "eval": {"protocols": ["accuracy"]},
+}
+
+
+def write_config(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "repro.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, **changes}))
+    return path
+
+
+# ---- which policies the base may not see ----
+
+def test_tree_key_ignores_names_and_text_but_not_the_tree():
+    a = {**TREE, "name": "L2-A", "text": "Policy L2-A ..."}
+    b = {**TREE, "name": "L2-B", "text": "Policy L2-B, worded otherwise"}
+    other = {"root": "1", "nodes": {"1": {"if_exists": {"color": "blue"}, "yes": "Case 1", "no": "Case 2"}}}
+    assert tree_key(a) == tree_key(b)
+    assert tree_key(a) != tree_key(other)
+
+
+def test_dataset_tree_keys_reads_policy_folders_only(tmp_path):
+    (tmp_path / "T-d2" / "policies").mkdir(parents=True)
+    (tmp_path / "T-d2" / "override_policies").mkdir()
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "T-d2" / "policies" / "a.json").write_text(json.dumps(TREE))
+    swapped = {**TREE, "nodes": {"1": {**TREE["nodes"]["1"], "yes": "Case 2", "no": "Case 1"}}}
+    (tmp_path / "T-d2" / "override_policies" / "b.json").write_text(json.dumps(swapped))
+    (tmp_path / "scenes" / "s.json").write_text(json.dumps({**TREE, "nodes": {}}))  # not a policy folder
+    assert dataset_tree_keys(tmp_path) == {tree_key(TREE), tree_key(swapped)}
+
+
+def test_in_context_examples_put_the_policy_in_the_system_turn_and_drop_excluded(tmp_path):
+    root = write_dataset(tmp_path / "d", n=4)
+    examples, counts = in_context_examples([root], excluded=set())
+    assert counts == {"examples": 4, "policies": 1, "dropped_records": 0}
+    system, user, assistant = examples[0]["messages"]
+    assert system["role"] == "system"
+    assert any("Policy L2-Surinu" in b.get("text", "") for b in system["content"])
+    assert any(b["type"] == "image" for b in system["content"])  # the policy's image travels with it
+    assert user["role"] == "user" and assistant["role"] == "assistant"
+    assert "Condition 1" in assistant["content"][0]["text"]  # reasoning, then the boxed answer
+    with pytest.raises(DataError, match="no in-context examples"):
+        in_context_examples([root], excluded={tree_key(TREE)})
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"variants": ["X"]}, "base.variants"),
+    ({"depths": [3]}, "base.depths"),
+    ({"examples": 1000, "policies": 2, "scenes": 10}, "base.examples"),
+    ({"batch_size": 0}, "base.batch_size"),
+])
+def test_base_options_check(change, match):
+    with pytest.raises(ConfigError, match=match):
+        BaseOptions(out="x", **change).check()
+
+
+# ---- config ----
+
+def test_load_repro_builds_each_setting_recipe(tmp_path):
+    cfg = rp.load_repro(write_config(tmp_path))
+    recipe = rp.setting_recipe(cfg, "T-d2", 1, "/m")
+    assert recipe.seed == 1 and recipe.model == "/m" and recipe.name == "r-T-d2"
+    assert recipe.methods == ["in_context", "cot_sft"]
+
+
+def test_setting_stages_replace_shared_ones(tmp_path):
+    settings = {"T-d2": {**CONFIG["settings"]["T-d2"], "stages": {"sft": {"epochs": 5}}}}
+    cfg = rp.load_repro(write_config(tmp_path, settings=settings))
+    assert rp.setting_recipe(cfg, "T-d2", 0, "micro").stages["sft"]["epochs"] == 5
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"base": {"out": "x"}}, r"base: base\.out: unknown key"),
+    ({"base": {"scnes": 3}}, r"base\.scnes: unknown key"),
+    ({"seeds": [0, 0]}, "seeds"),
+    ({"methods": ["cot_sft", "magic"]}, "unknown method 'magic'"),
+    ({"stages": {"sft": {"epochz": 1}}}, r"settings\.T-d2"),
+    ({"extra": 1}, "extra"),
+])
+def test_load_repro_errors_are_one_line(tmp_path, changes, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        rp.load_repro(write_config(tmp_path, **changes))
+    assert "\n" not in str(info.value)
+
+
+def test_load_repro_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        rp.load_repro(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        rp.load_repro(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        rp.load_repro(tmp_path / "list.yaml")
+
+
+def test_base_directory_changes_with_its_options_and_exclusions(tmp_path):
+    cfg = rp.load_repro(write_config(tmp_path))
+    data = tmp_path / "data"
+    (data / "policies").mkdir(parents=True)
+    a = rp.base_options(cfg, tmp_path, 0, {"T-d2": data}, progress=False)
+    (data / "policies" / "p.json").write_text(json.dumps(TREE))
+    b = rp.base_options(cfg, tmp_path, 0, {"T-d2": data}, progress=False)
+    c = rp.base_options(cfg, tmp_path, 1, {"T-d2": data}, progress=False)
+    cfg2 = rp.load_repro(write_config(tmp_path, base={"policies": 4, "scenes": 20}))
+    d = rp.base_options(cfg2, tmp_path, 0, {"T-d2": data}, progress=False)
+    assert len({a.out, b.out, c.out, d.out}) == 4
+    assert b.exclude == [str(data)] and b.policies == 3 and d.policies == 4
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    config = str(write_config(tmp_path))
+    for args, message in ((["--seed", "7"], "error: --seed: 7 is not one of the config's seeds [0, 1]"),
+                          (["--jobs", "0"], "error: --jobs: must be >= 1, got 0")):
+        res = subprocess.run([sys.executable, "-m", "trimpi", "repro", config, "--out", str(tmp_path), *args],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and res.stderr.strip() == message
+
+
+# ---- the table ----
+
+def test_mean_std_is_the_sample_standard_deviation():
+    assert rp.mean_std([]) == (None, None)
+    assert rp.mean_std([0.5]) == (0.5, 0.0)
+    mean, std = rp.mean_std([0.2, 0.4, 0.9])
+    assert mean == pytest.approx(0.5)
+    assert std == pytest.approx(math.sqrt(((0.3 ** 2) + (0.1 ** 2) + (0.4 ** 2)) / 2))
+
+
+def fake_run(target: Path, scores: dict[str, dict[str, float]]) -> None:
+    """A finished run directory: run.json naming each method's eval step, and that step's done.json."""
+    methods, steps = {}, []
+    for method, protocols in scores.items():
+        step = f"eval-{method}"
+        methods[method] = {"chain": [], "eval": step, "label": rp.METHODS[method][0], "model": "m"}
+        steps.append({"id": step, "kind": "eval"})
+        (target / "steps" / step).mkdir(parents=True)
+        result = {"protocols": {p: {"score": v} for p, v in protocols.items()}}
+        (target / "steps" / step / "done.json").write_text(json.dumps({"result": result, "seconds": 2.0}))
+    (target / "run.json").write_text(json.dumps({"methods": methods, "steps": steps, "recipe": {}}))
+
+
+def test_aggregate_and_table_from_finished_runs(tmp_path):
+    cfg = rp.load_repro(write_config(tmp_path))
+    fake_run(rp.run_dir(tmp_path, "T-d2", 0), {"in_context": {"in_context": 0.5}, "cot_sft": {"accuracy": 0.6}})
+    fake_run(rp.run_dir(tmp_path, "T-d2", 1), {"in_context": {"in_context": 0.7}, "cot_sft": {"accuracy": 0.8}})
+    table = rp.aggregate(cfg, tmp_path)
+    entry = table["settings"]["T-d2"]["methods"]["cot_sft"]["accuracy"]
+    assert entry["values"] == [0.6, 0.8]
+    assert entry["mean"] == pytest.approx(0.7) and entry["std"] == pytest.approx(math.sqrt(0.02))
+    assert table["settings"]["T-d2"]["methods"]["in_context"]["accuracy"]["mean"] == pytest.approx(0.6)
+    assert table["settings"]["T-d2"]["seeds"] == [0, 1]
+    assert table["settings"]["T-d2"]["step_seconds"] == 8.0
+    md = rp.table_markdown(table)
+    assert "| CoT SFT | 70.0 ± 14.1 |" in md and "| In-context | 60.0 ± 14.1 |" in md
+    assert "over seeds 0, 1" in md and "override" not in md  # no override results: no override table
+    rp.write_outputs(table, tmp_path)
+    assert json.loads((tmp_path / "repro.json").read_text())["settings"]["T-d2"]["seeds"] == [0, 1]
+    assert (tmp_path / "repro.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table_says_which_seeds_finished(tmp_path):
+    cfg = rp.load_repro(write_config(tmp_path))
+    fake_run(rp.run_dir(tmp_path, "T-d2", 1), {"in_context": {"in_context": 0.25}, "cot_sft": {"accuracy": 0.5}})
+    md = rp.table_markdown(rp.aggregate(cfg, tmp_path))
+    assert "finished seeds: T-d2 [1]" in md
+    assert "| CoT SFT | 50.0 |" in md  # one seed: no spread shown
+
+
+def test_majority_accuracy_uses_training_statistics(tmp_path):
+    root = write_dataset(tmp_path / "d", n=6)  # test = the first two training records
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    majority = max({r["answer"] for r in rows}, key=[r["answer"] for r in rows].count)
+    test = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()]
+    assert rp.majority_accuracy(root) == sum(r["answer"] == majority for r in test) / len(test)
+    assert rp.majority_accuracy(tmp_path) is None
