@@ -18,22 +18,11 @@ import dataclasses
 import json
 import platform
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
 
-
-def majority_accuracy(data: Path) -> float:
-    """Accuracy of answering each test record with its policy's most frequent training answer."""
-    from trimpi.data.schema import load_records
-
-    counts: dict[str, Counter] = {}
-    for r in load_records(data / "train.jsonl"):
-        counts.setdefault(r.policy, Counter())[r.answer] += 1
-    test = load_records(data / "test.jsonl")
-    hits = sum(counts.get(r.policy, Counter({"": 1})).most_common(1)[0][0] == r.answer for r in test)
-    return hits / len(test)
+from trimpi.pipeline.repro import majority_accuracy
 
 
 def run_design(data: Path, image_size: int, patch: int, steps: int, lr: float, batch_size: int,
