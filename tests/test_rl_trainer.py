@@ -145,15 +145,15 @@ def test_garbage_completions_score_zero_and_train(data, tmp_path):
     assert row["reward"] == 0.0 and row["frac_reward_zero_std"] == 1.0
 
 
-def test_dynamic_sampling_gives_up_with_message(data, tmp_path):
-    from trimpi.errors import TrimpiError
-
+def test_dynamic_sampling_without_varied_groups_goes_on_with_flat_ones(data, tmp_path):
     root, records = data
     model, proc = tiny_model()
     cfg = RLConfig(algo="dapo", num_generations=2, prompts_per_step=2, max_steps=1, dynamic_sampling_max_tries=2,
                    max_completion_length=4)
-    with pytest.raises(TrimpiError, match="dynamic sampling"):
-        train_rl(cfg, model, proc, records, root, tmp_path / "out", engine=GarbageEngine(proc))
+    row = train_rl(cfg, model, proc, records, root, tmp_path / "out", engine=GarbageEngine(proc))
+    assert row["dynamic_sampling/tries"] == 2  # every try drew flat groups
+    assert row["frac_reward_zero_std"] == 1.0 and row["num_samples"] == 8  # 2 tries × 2 groups × 2 samples
+    assert row["step"] == 1 and (tmp_path / "out" / "config.json").is_file()
 
 
 def test_lora_reference_is_adapter_disabled_base(data, tmp_path):

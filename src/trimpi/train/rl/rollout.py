@@ -123,10 +123,13 @@ def collect(
 
     With dynamic sampling (DAPO), groups whose rewards are all equal are dropped and more
     prompts are drawn until `num_prompts` groups are kept, at most `max_tries` rounds; after
-    that the step goes on with the groups it has (none at all is an error).
+    that the step goes on with the groups it has. When no group at all had varied rewards, it
+    goes on with the last round's groups: their advantages are zero, so the update carries no
+    policy-gradient signal (as plain GRPO's does for flat groups), and a long run is not lost.
     """
     stats = RolloutStats()
     kept: list[Sample] = []
+    last: list[Sample] = []
     need = num_prompts
     while need > 0:
         if stats.tries >= (max_tries if dynamic_sampling else 1):
@@ -142,16 +145,12 @@ def collect(
         gids = torch.tensor([s.group_id for s in samples])
         flat = zero_std_groups(rewards, gids)
         stats.groups_zero_std += len({s.group_id for s, z in zip(samples, flat.tolist()) if z})
+        last = samples
         if dynamic_sampling:
             samples = [s for s, z in zip(samples, flat.tolist()) if not z]
         kept += samples
         need = num_prompts - len({s.group_id for s in kept})
-    if dynamic_sampling and not kept:
-        raise TrimpiError(
-            f"dynamic sampling: every group had equal rewards in {stats.tries} tries "
-            f"({stats.groups_sampled} prompts); raise --dynamic-sampling-max-tries or check the rewards"
-        )
-    return kept, stats
+    return kept or last, stats
 
 
 def record_stream(records: list[Record], seed: int, start: int = 0) -> Iterator[tuple[int, Record]]:
