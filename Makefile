@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow bench-render setup clean
+.PHONY: demo test test-slow repro bench-render setup clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The Table-2-style comparison at micro scale (about 70 min on 2 cores; see benchmarks/RESULTS.md).
+repro: $(STAMP)
+	$(BIN)/trimpi repro configs/micro_repro.yaml --out runs/micro-repro --jobs 2
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
