@@ -30,11 +30,8 @@ def repro(
     if seed is not None and seed not in cfg.seeds:
         raise ConfigError(f"--seed: {seed} is not one of the config's seeds {cfg.seeds}")
     if base_only:
-        from trimpi.train.policy_following import build_base
-
         for s in [seed] if seed is not None else cfg.seeds:
-            datasets = rp.build_datasets(cfg, target, s, typer.echo)
-            record = build_base(rp.base_options(cfg, target, s, datasets, progress))
+            record = rp.seed_base(cfg, target, s, progress, typer.echo)
             typer.echo(f"seed {s}: base {record['model']} in-context accuracy {record['in_context_accuracy']}")
         return
     if table_only:

@@ -152,16 +152,22 @@ def base_options(cfg: ReproConfig, out: Path, seed: int, datasets: dict[str, Pat
                        exclude=clevr, texts_from=others, progress=progress, **cfg.base)
 
 
+def seed_base(cfg: ReproConfig, out: Path, seed: int, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Every setting's dataset, then the policy-following base that excludes their policies (base.json)."""
+    from trimpi.train.policy_following import build_base
+
+    datasets = build_datasets(cfg, out, seed, echo)
+    echo(f"seed {seed}: policy-following base")
+    return build_base(base_options(cfg, out, seed, datasets, progress))
+
+
 def run_seed(cfg: ReproConfig, out: Path, seed: int, progress: bool = False,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Datasets, base and every setting's run for one seed; returns the base record."""
     from trimpi.pipeline.execute import Context
     from trimpi.pipeline.runner import run_recipe
-    from trimpi.train.policy_following import build_base
 
-    datasets = build_datasets(cfg, out, seed, echo)
-    echo(f"seed {seed}: policy-following base")
-    base = build_base(base_options(cfg, out, seed, datasets, progress))
+    base = seed_base(cfg, out, seed, progress, echo)
     for setting in cfg.settings:
         target = run_dir(out, setting, seed)
         echo(f"seed {seed}: {setting}")
@@ -287,7 +293,7 @@ def aggregate(cfg: ReproConfig, out: Path) -> dict[str, Any]:
         methods = {}
         for method, scores in per_seed.items():
             methods[method] = {"label": METHODS[method][0], **{
-                key: {"values": values, "mean": mean_std(values)[0], "std": mean_std(values)[1]}
+                key: {"values": values, **dict(zip(("mean", "std"), mean_std(values)))}
                 for key, values in scores.items()}}
         table["settings"][setting] = {"methods": methods, "majority": dict(zip(("mean", "std"), mean_std(majority))),
                                       "seeds": finished, "step_seconds": round(sum(seconds), 1)}
