@@ -60,11 +60,12 @@ def record_image_key(dataset: Path, record: Record) -> bytes:
 class ScriptedEngine:
     """A GenerationEngine whose replies come from `reply(prompt)`, ignoring any model.
 
-    `seen` records (prompt text, image count) of every prompt it was asked about.
+    `seen` records (prompt text, image count) of every prompt it was asked about; every completion
+    reports `truncated`.
     """
 
-    def __init__(self, reply):
-        self.reply, self.seen = reply, []
+    def __init__(self, reply, truncated: bool = False):
+        self.reply, self.seen, self.truncated = reply, [], truncated
 
     def update_weights(self, model) -> None:
         pass
@@ -74,7 +75,7 @@ class ScriptedEngine:
         for p in prompts:
             self.seen.append((p.text, len(p.images)))
             text = self.reply(p)
-            out.append([Completion(token_ids=[1] * (len(text) % 7 + 1), text=text, truncated=False)] * n)
+            out.append([Completion(token_ids=[1] * (len(text) % 7 + 1), text=text, truncated=self.truncated)] * n)
         return out
 
 

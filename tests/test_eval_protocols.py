@@ -163,6 +163,18 @@ def test_accuracy_override_and_forgetting_with_known_answers(ds, tiny, tmp_path)
     assert len(read_rows(out / "predictions_forgetting_baseline.jsonl")) == len(general)
 
 
+def test_completions_cut_at_the_token_cap_give_a_warning(ds, tiny, tmp_path, recwarn):
+    _, processor = tiny
+    opts = EvalOptions(protocols=["accuracy"], batch_size=4, max_new_tokens=7, progress=False)
+    cut = Subject(processor=processor, engine=ScriptedEngine(lambda p: "<think>Condition 1", truncated=True),
+                  model=None, name="scripted")
+    with pytest.warns(UserWarning, match=r"T-d2:accuracy: 100% of completions stopped at max_new_tokens=7"):
+        res = evaluate_model(cut, ds, tmp_path / "cut", opts)["T-d2"]["protocols"]["accuracy"]
+    assert res["truncated_rate"] == 1.0
+    evaluate_model(scripted(processor, lambda p: "\\boxed{Case 1}"), ds, tmp_path / "whole", opts)
+    assert not [w for w in recwarn if "max_new_tokens" in str(w.message)]
+
+
 def test_policy_placement_reaches_the_prompt(ds, tiny, tmp_path):
     _, processor = tiny
     policy_text = load_policy(ds / load_records(ds / "test.jsonl")[0].policy_path).text.splitlines()[0]

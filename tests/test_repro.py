@@ -3,6 +3,7 @@ validation, and the mean ± std table built from finished run directories."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -132,6 +133,30 @@ def test_base_directory_changes_with_its_options_and_exclusions(tmp_path):
     d = rp.base_options(cfg2, tmp_path, 0, {"T-d2": data}, progress=False)
     assert len({a.out, b.out, c.out, d.out}) == 4
     assert b.exclude == [str(data)] and b.policies == 3 and d.policies == 4
+    longer = rp.load_repro(write_config(tmp_path, base={"policies": 3, "scenes": 20, "max_new_tokens": 192}))
+    e = rp.base_options(longer, tmp_path, 0, {"T-d2": data}, progress=False)
+    assert e.out == b.out and e.max_new_tokens == 192  # how the base is measured is not part of the base
+
+
+def test_finished_base_is_measured_again_not_retrained_when_eval_options_change(tmp_path, monkeypatch):
+    from trimpi.train import policy_following as pf
+
+    calls = []
+    monkeypatch.setattr(pf, "in_context_accuracy", lambda model, opts: calls.append(model) or {"T-d2": 0.5})
+    monkeypatch.setattr(pf, "build_data", lambda opts: pytest.fail("a finished base was rebuilt"))
+    old = BaseOptions(out=str(tmp_path / "moved-from"), max_new_tokens=128)
+    (tmp_path / "base").mkdir()
+    record = {"model": str(tmp_path / "moved-from" / "model"), "options": dataclasses.asdict(old),
+              "in_context_accuracy": {"T-d2": 0.0}, "seconds": 9.0}
+    (tmp_path / "base" / "base.json").write_text(json.dumps(record))
+
+    same = pf.build_base(BaseOptions(out=str(tmp_path / "base"), max_new_tokens=128))
+    assert calls == [] and same["in_context_accuracy"] == {"T-d2": 0.0}
+    assert same["model"] == str(tmp_path / "base" / "model")
+    again = pf.build_base(BaseOptions(out=str(tmp_path / "base"), max_new_tokens=192))
+    assert calls == [tmp_path / "base" / "model"] and again["in_context_accuracy"] == {"T-d2": 0.5}
+    stored = json.loads((tmp_path / "base" / "base.json").read_text())
+    assert stored["options"]["max_new_tokens"] == 192 and stored["seconds"] == 9.0
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,12 +175,23 @@ class DatasetEval:
         else:
             rows, summary = self.answers(name)
         spec = PROTOCOLS[name]
+        warn_if_cut_short(f"{self.dataset}:{name}", summary.get("truncated_rate", 0.0), self.opts.max_new_tokens)
         path = files.write_predictions(self.out, name, rows)
         summary = {"file": spec.filename, "policy_in_prompt": spec.with_policy if spec.generates else "both",
                    **summary, "predictions": path.name, "seconds": round(time.perf_counter() - start, 3)}
         self.scores["protocols"][name] = summary
         files.write_scores(self.out, self.scores)
         return summary
+
+
+TRUNCATION_WARNING = 0.5  # share of length-cut completions above which scores mostly measure the cap
+
+
+def warn_if_cut_short(where: str, truncated_rate: float, max_new_tokens: int) -> None:
+    """Warn when most completions stopped at the token cap: their answers were cut off, not wrong."""
+    if truncated_rate >= TRUNCATION_WARNING:
+        warnings.warn(f"{where}: {truncated_rate:.0%} of completions stopped at max_new_tokens={max_new_tokens} "
+                      "before finishing; raise max_new_tokens", UserWarning, stacklevel=2)
 
 
 def previous_protocols(out: Path, model: str, dataset: Path) -> dict[str, Any]:

@@ -139,13 +139,14 @@ def build_datasets(cfg: ReproConfig, out: Path, seed: int, echo: Callable[[str],
 
 
 def base_options(cfg: ReproConfig, out: Path, seed: int, datasets: dict[str, Path], progress: bool):
-    """The base's options; its directory is named by a hash of them and of the excluded policies."""
-    from trimpi.train.policy_following import BaseOptions, dataset_tree_keys
+    """The base's options; its directory is named by a hash of its training options and excluded policies."""
+    from trimpi.train.policy_following import EVAL_OPTIONS, BaseOptions, dataset_tree_keys
 
     clevr = [str(p) for s, p in datasets.items() if cfg.settings[s].data.get("clevr") is not None]
     others = [str(p) for s, p in datasets.items() if cfg.settings[s].data.get("clevr") is None]
     keys = sorted(set().union(*(dataset_tree_keys(p) for p in clevr))) if clevr else []
-    blob = json.dumps({"model": cfg.model, "seed": seed, "base": cfg.base, "exclude": keys, "texts": others},
+    trained = {k: v for k, v in cfg.base.items() if k not in EVAL_OPTIONS}
+    blob = json.dumps({"model": cfg.model, "seed": seed, "base": trained, "exclude": keys, "texts": others},
                       sort_keys=True)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
     return BaseOptions(out=str(out / "bases" / f"seed-{seed}-{digest}"), model=cfg.model, seed=seed,

@@ -29,6 +29,7 @@ from trimpi.errors import ConfigError, DataError
 
 BASE_FILE = "base.json"
 SEED_STREAM = 7_000_000  # the base's policies are drawn from seeds no dataset build uses by default
+EVAL_OPTIONS = ("eval_batch_size", "max_new_tokens")  # they change how the base is measured, not the base
 
 
 @dataclass
@@ -167,7 +168,7 @@ def build_base(opts: BaseOptions, callbacks=()) -> dict[str, Any]:
     opts.check()
     out = Path(opts.out)
     if (out / BASE_FILE).is_file():
-        return read_json(out / BASE_FILE)
+        return reevaluated(read_json(out / BASE_FILE), opts)
     start = time.perf_counter()
     excluded = set().union(*(dataset_tree_keys(d) for d in opts.exclude)) if opts.exclude else set()
     build_data(opts)
@@ -188,6 +189,18 @@ def build_base(opts: BaseOptions, callbacks=()) -> dict[str, Any]:
               "in_context_accuracy": in_context_accuracy(final, opts),
               "seconds": round(time.perf_counter() - start, 1)}
     write_json(out / BASE_FILE, record)
+    return record
+
+
+def reevaluated(record: dict[str, Any], opts: BaseOptions) -> dict[str, Any]:
+    """A finished base's record (its model where it is now, should OUT have moved), its in-context accuracy
+    measured again if the evaluation options changed."""
+    record = {**record, "model": str(Path(opts.out) / "model")}
+    if all(record["options"].get(k) == getattr(opts, k) for k in EVAL_OPTIONS):
+        return record
+    record = {**record, "options": dataclasses.asdict(opts),
+              "in_context_accuracy": in_context_accuracy(Path(record["model"]), opts)}
+    write_json(Path(opts.out) / BASE_FILE, record)
     return record
 
 
