@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -225,3 +226,13 @@ def test_majority_accuracy_uses_training_statistics(tmp_path):
     test = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()]
     assert rp.majority_accuracy(root) == sum(r["answer"] == majority for r in test) / len(test)
     assert rp.majority_accuracy(tmp_path) is None
+
+
+def test_no_progress_silences_hugging_face_bars_too():
+    code = ("import os, sys; from trimpi.cli import library_progress_env; "
+            "os.environ.update(library_progress_env(sys.argv[1:])); "
+            "from transformers.utils import logging; print(logging.is_progress_bar_enabled())")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    shown = [subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                            check=True).stdout.strip() for args in (["repro", "--no-progress"], ["repro"])]
+    assert shown == ["False", "True"]

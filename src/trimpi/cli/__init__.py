@@ -32,7 +32,15 @@ app.command("demo")(demo_cli.demo)
 app.command("repro")(repro_cli.repro)
 
 
+def library_progress_env(argv: list[str]) -> dict[str, str]:
+    """Environment that silences Hugging Face's own progress bars (weight loading, downloads) under
+    --no-progress; it must be set before transformers is imported."""
+    return {"HF_HUB_DISABLE_PROGRESS_BARS": "1"} if "--no-progress" in argv else {}
+
+
 def main() -> None:
+    for key, value in library_progress_env(sys.argv[1:]).items():
+        os.environ.setdefault(key, value)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
