@@ -155,3 +155,16 @@ def test_cli_reports_one_line_error(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "train_cot.jsonl" in lines[0]
+
+
+def test_training_arguments_carry_checkpointing_without_a_deprecation_warning(tmp_path):
+    import warnings
+
+    from trimpi.train.sft import training_arguments
+
+    for on in (True, False):
+        opts = StageOptions(data="-", model="-", out="-", gradient_checkpointing=on, report_to="none")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            args = training_arguments(opts, tmp_path / "ckpt")
+        assert args.gradient_checkpointing is on

@@ -98,6 +98,9 @@ def training_arguments(opts: StageOptions, checkpoints: Path):
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
+    # transformers 5 renamed gradient_checkpointing (the old name still works, with a FutureWarning)
+    checkpointing = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                     else "gradient_checkpointing")
     return TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=opts.batch_size,
@@ -120,7 +123,7 @@ def training_arguments(opts: StageOptions, checkpoints: Path):
         bf16=cuda and torch.cuda.is_bf16_supported(),
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        gradient_checkpointing=opts.gradient_checkpointing,
+        **{checkpointing: opts.gradient_checkpointing},
         ddp_find_unused_parameters=True,
         disable_tqdm=False,
         save_only_model=False,
