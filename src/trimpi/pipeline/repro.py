@@ -14,7 +14,7 @@
 For each seed: build every setting's dataset, then the policy-following base (excluding every
 ClevrPolicy policy of those datasets), then one `trimpi run` per setting from that base:
 
-    OUT/bases/seed-<s>-<hash>/     the base (its directory name changes with its options)
+    OUT/bases/seed-<s>-<hash>/     the base (named by its training options; eval options only re-measure it)
     OUT/runs/<setting>/seed-<s>/   an ordinary run directory (run.json, steps/, report.md)
     OUT/repro.json, repro.md, repro.png   mean and spread over seeds, per setting and method
 
