@@ -54,7 +54,7 @@ class BaseOptions:
     exclude: list[str] = field(default_factory=list)
     texts_from: list[str] = field(default_factory=list)
     eval_batch_size: int = 32
-    max_new_tokens: int = 160
+    max_new_tokens: int = 256  # a depth-6 CoT trace runs to about 200 tokens
     progress: bool = True
 
     def check(self) -> None:
