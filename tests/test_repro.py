@@ -219,6 +219,28 @@ def test_table_says_which_seeds_finished(tmp_path):
     assert "| CoT SFT | 50.0 |" in md  # one seed: no spread shown
 
 
+def test_parallel_run_skips_finished_seeds_and_gives_the_rest_all_threads(tmp_path, monkeypatch):
+    cfg = rp.load_repro(write_config(tmp_path))
+    fake_run(rp.run_dir(tmp_path, "T-d2", 0), {"in_context": {"in_context": 0.5}, "cot_sft": {"accuracy": 0.6}})
+    (rp.run_dir(tmp_path, "T-d2", 1)).mkdir(parents=True)  # seed 1 started, nothing finished
+    assert rp.seed_finished(cfg, tmp_path, 0) and not rp.seed_finished(cfg, tmp_path, 1)
+    started = []
+
+    class Child:
+        def __init__(self, cmd, env, **_):
+            started.append((cmd[cmd.index("--seed") + 1], env["OMP_NUM_THREADS"]))
+            self.returncode = 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(rp.subprocess, "Popen", Child)
+    monkeypatch.setattr(rp.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(rp.time, "sleep", lambda _: None)
+    rp.run_repro(cfg, tmp_path / "c.yaml", tmp_path, jobs=2, echo=lambda _: None)
+    assert started == [("1", "4")]
+
+
 def test_majority_accuracy_uses_training_statistics(tmp_path):
     root = write_dataset(tmp_path / "d", n=6)  # test = the first two training records
     rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]

@@ -186,7 +186,8 @@ def run_repro(cfg: ReproConfig, config_path: Path, out: Path, jobs: int = 1, pro
         for seed in cfg.seeds:
             run_seed(cfg, out, seed, progress, echo)
     else:
-        run_parallel(config_path, out, cfg.seeds, jobs, echo)
+        todo = [seed for seed in cfg.seeds if not seed_finished(cfg, out, seed)]
+        run_parallel(config_path, out, todo, jobs, echo)
     table = aggregate(cfg, out)
     table["wall_seconds"] = round(time.perf_counter() - start, 1)
     write_outputs(table, out)
@@ -195,9 +196,27 @@ def run_repro(cfg: ReproConfig, config_path: Path, out: Path, jobs: int = 1, pro
     return table
 
 
+def seed_finished(cfg: ReproConfig, out: Path, seed: int) -> bool:
+    """Whether every method of every setting has been evaluated for this seed."""
+    from trimpi.report import load_run
+
+    for setting in cfg.settings:
+        target = run_dir(out, setting, seed)
+        if not (target / "run.json").is_file():
+            return False
+        if not all_evaluated(load_run(target)):
+            return False
+    return True
+
+
+def all_evaluated(run: dict[str, Any]) -> bool:
+    return all(info["eval"] in run["done"] for info in run["methods"].values())
+
+
 def run_parallel(config_path: Path, out: Path, seeds: list[int], jobs: int, echo: Callable[[str], None]) -> None:
-    """One `trimpi repro --seed S` child per seed, at most `jobs` at a time; logs in OUT/logs/."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    """One `trimpi repro --seed S` child per seed, at most `jobs` at a time, the CPU threads shared among
+    those that run together; logs in OUT/logs/."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(seeds))))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     (out / "logs").mkdir(exist_ok=True)
     pending, running, failed = list(seeds), {}, []
@@ -281,7 +300,7 @@ def aggregate(cfg: ReproConfig, out: Path) -> dict[str, Any]:
             if not (target / "run.json").is_file():
                 continue
             run = load_run(target)
-            if all(info["eval"] in run["done"] for info in run["methods"].values()):
+            if all_evaluated(run):
                 finished.append(seed)
             seconds.append(sum(d.get("seconds", 0) for d in run["done"].values()))
             data = make_plan(setting_recipe(cfg, setting, seed, cfg.model)).steps[0]
