@@ -219,11 +219,40 @@ def test_table_says_which_seeds_finished(tmp_path):
     assert "| CoT SFT | 50.0 |" in md  # one seed: no spread shown
 
 
+def finish_seed(cfg: rp.ReproConfig, out: Path, seed: int) -> None:
+    """Mark every step a run of this seed would need as done: datasets, base.json and each setting's plan."""
+    from trimpi.pipeline.execute import dataset_path
+    from trimpi.pipeline.plan import make_plan
+    from trimpi.pipeline.steps import mark_done
+
+    datasets = {}
+    for setting in cfg.settings:
+        target = rp.run_dir(out, setting, seed)
+        data = make_plan(rp.setting_recipe(cfg, setting, seed, cfg.model)).steps[0]
+        mark_done(data, target, {}, 1.0)
+        datasets[setting] = dataset_path(data, target)
+        (datasets[setting] / "policies").mkdir(parents=True)
+    opts = rp.base_options(cfg, out, seed, datasets, progress=False)
+    Path(opts.out).mkdir(parents=True)
+    (Path(opts.out) / "base.json").write_text(json.dumps({"options": dataclasses.asdict(opts)}))
+    for setting in cfg.settings:
+        for step in make_plan(rp.setting_recipe(cfg, setting, seed, str(Path(opts.out) / "model"))).steps:
+            mark_done(step, rp.run_dir(out, setting, seed), {}, 1.0)
+
+
+def test_a_seed_is_finished_only_while_its_config_is_unchanged(tmp_path):
+    cfg = rp.load_repro(write_config(tmp_path))
+    finish_seed(cfg, tmp_path, 0)
+    assert rp.seed_finished(cfg, tmp_path, 0) and not rp.seed_finished(cfg, tmp_path, 1)
+    longer_sft = rp.load_repro(write_config(tmp_path, stages={"sft": {"epochs": 2}}))
+    assert not rp.seed_finished(longer_sft, tmp_path, 0)  # its SFT and eval steps are new
+    remeasured = rp.load_repro(write_config(tmp_path, base={**CONFIG["base"], "max_new_tokens": 64}))
+    assert not rp.seed_finished(remeasured, tmp_path, 0)  # the base is measured again
+
+
 def test_parallel_run_skips_finished_seeds_and_gives_the_rest_all_threads(tmp_path, monkeypatch):
     cfg = rp.load_repro(write_config(tmp_path))
-    fake_run(rp.run_dir(tmp_path, "T-d2", 0), {"in_context": {"in_context": 0.5}, "cot_sft": {"accuracy": 0.6}})
-    (rp.run_dir(tmp_path, "T-d2", 1)).mkdir(parents=True)  # seed 1 started, nothing finished
-    assert rp.seed_finished(cfg, tmp_path, 0) and not rp.seed_finished(cfg, tmp_path, 1)
+    finish_seed(cfg, tmp_path, 0)
     started = []
 
     class Child:

@@ -197,16 +197,26 @@ def run_repro(cfg: ReproConfig, config_path: Path, out: Path, jobs: int = 1, pro
 
 
 def seed_finished(cfg: ReproConfig, out: Path, seed: int) -> bool:
-    """Whether every method of every setting has been evaluated for this seed."""
-    from trimpi.report import load_run
+    """Whether running this seed under the current config would find nothing to do: every dataset, the
+    base (measured with the current eval options) and every step of every setting's plan are done."""
+    from trimpi.pipeline.execute import dataset_path
+    from trimpi.pipeline.plan import make_plan
+    from trimpi.pipeline.steps import status
+    from trimpi.train.policy_following import BASE_FILE, measured_with
 
+    datasets = {}
     for setting in cfg.settings:
-        target = run_dir(out, setting, seed)
-        if not (target / "run.json").is_file():
+        data = make_plan(setting_recipe(cfg, setting, seed, cfg.model)).steps[0]
+        if status(data, run_dir(out, setting, seed)) != "done":
             return False
-        if not all_evaluated(load_run(target)):
-            return False
-    return True
+        datasets[setting] = dataset_path(data, run_dir(out, setting, seed))
+    opts = base_options(cfg, out, seed, datasets, progress=False)
+    record = Path(opts.out) / BASE_FILE
+    if not record.is_file() or not measured_with(json.loads(record.read_text()), opts):
+        return False
+    model = str(Path(opts.out) / "model")
+    return all(status(step, run_dir(out, setting, seed)) == "done"
+               for setting in cfg.settings for step in make_plan(setting_recipe(cfg, setting, seed, model)).steps)
 
 
 def all_evaluated(run: dict[str, Any]) -> bool:

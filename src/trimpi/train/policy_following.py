@@ -196,12 +196,17 @@ def reevaluated(record: dict[str, Any], opts: BaseOptions) -> dict[str, Any]:
     """A finished base's record (its model where it is now, should OUT have moved), its in-context accuracy
     measured again if the evaluation options changed."""
     record = {**record, "model": str(Path(opts.out) / "model")}
-    if all(record["options"].get(k) == getattr(opts, k) for k in EVAL_OPTIONS):
+    if measured_with(record, opts):
         return record
     record = {**record, "options": dataclasses.asdict(opts),
               "in_context_accuracy": in_context_accuracy(Path(record["model"]), opts)}
     write_json(Path(opts.out) / BASE_FILE, record)
     return record
+
+
+def measured_with(record: dict[str, Any], opts: BaseOptions) -> bool:
+    """Whether a finished base's in-context accuracy was measured with these evaluation options."""
+    return all(record["options"].get(k) == getattr(opts, k) for k in EVAL_OPTIONS)
 
 
 def _warmup_summary(warm: Path) -> dict[str, Any]:
