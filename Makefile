@@ -26,7 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The Table-2-style comparison at micro scale (about 3 h on 2 cores; see benchmarks/RESULTS.md).
+# The Table-2-style comparison at micro scale (about 2.5 h on 2 cores; see benchmarks/RESULTS.md).
 repro: $(STAMP)
 	$(BIN)/trimpi repro configs/micro_repro.yaml --out runs/micro-repro --jobs 2
 
