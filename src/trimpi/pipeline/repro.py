@@ -123,16 +123,22 @@ def run_dir(out: Path, setting: str, seed: int) -> Path:
     return out / "runs" / setting / f"seed-{seed}"
 
 
+def data_step(cfg: ReproConfig, setting: str, seed: int):
+    """The setting's dataset step (the first of its plan; it does not depend on the model)."""
+    from trimpi.pipeline.plan import make_plan
+
+    return make_plan(setting_recipe(cfg, setting, seed, cfg.model)).steps[0]
+
+
 def build_datasets(cfg: ReproConfig, out: Path, seed: int, echo: Callable[[str], None]) -> dict[str, Path]:
     """Run each setting's data step (inside its run directory); returns setting → dataset directory."""
     from trimpi.pipeline.execute import Context, dataset_path
-    from trimpi.pipeline.plan import make_plan
     from trimpi.pipeline.runner import run_step
 
     paths = {}
     for setting in cfg.settings:
         target = run_dir(out, setting, seed)
-        data = make_plan(setting_recipe(cfg, setting, seed, cfg.model)).steps[0]
+        data = data_step(cfg, setting, seed)
         run_step(data, Context(out=target), echo)
         paths[setting] = dataset_path(data, target)
     return paths
@@ -202,25 +208,20 @@ def seed_finished(cfg: ReproConfig, out: Path, seed: int) -> bool:
     from trimpi.pipeline.execute import dataset_path
     from trimpi.pipeline.plan import make_plan
     from trimpi.pipeline.steps import status
-    from trimpi.train.policy_following import BASE_FILE, measured_with
+    from trimpi.train.policy_following import base_ready, model_dir
 
     datasets = {}
     for setting in cfg.settings:
-        data = make_plan(setting_recipe(cfg, setting, seed, cfg.model)).steps[0]
+        data = data_step(cfg, setting, seed)
         if status(data, run_dir(out, setting, seed)) != "done":
             return False
         datasets[setting] = dataset_path(data, run_dir(out, setting, seed))
     opts = base_options(cfg, out, seed, datasets, progress=False)
-    record = Path(opts.out) / BASE_FILE
-    if not record.is_file() or not measured_with(json.loads(record.read_text()), opts):
+    if not base_ready(opts):
         return False
-    model = str(Path(opts.out) / "model")
+    model = str(model_dir(opts))
     return all(status(step, run_dir(out, setting, seed)) == "done"
                for setting in cfg.settings for step in make_plan(setting_recipe(cfg, setting, seed, model)).steps)
-
-
-def all_evaluated(run: dict[str, Any]) -> bool:
-    return all(info["eval"] in run["done"] for info in run["methods"].values())
 
 
 def run_parallel(config_path: Path, out: Path, seeds: list[int], jobs: int, echo: Callable[[str], None]) -> None:
@@ -296,7 +297,6 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 def aggregate(cfg: ReproConfig, out: Path) -> dict[str, Any]:
     """Per setting and method: each seed's scores and their mean and std; plus majority baselines."""
     from trimpi.pipeline.execute import dataset_path
-    from trimpi.pipeline.plan import make_plan
     from trimpi.report import load_run, results
 
     table: dict[str, Any] = {"name": cfg.name, "model": cfg.model, "seeds": cfg.seeds, "settings": {}, "bases": {}}
@@ -310,10 +310,10 @@ def aggregate(cfg: ReproConfig, out: Path) -> dict[str, Any]:
             if not (target / "run.json").is_file():
                 continue
             run = load_run(target)
-            if all_evaluated(run):
+            if all(info["eval"] in run["done"] for info in run["methods"].values()):
                 finished.append(seed)
             seconds.append(sum(d.get("seconds", 0) for d in run["done"].values()))
-            data = make_plan(setting_recipe(cfg, setting, seed, cfg.model)).steps[0]
+            data = data_step(cfg, setting, seed)
             m = majority_accuracy(dataset_path(data, target))
             if m is not None:
                 majority.append(m)

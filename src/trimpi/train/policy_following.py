@@ -178,7 +178,7 @@ def build_base(opts: BaseOptions, callbacks=()) -> dict[str, Any]:
         run_warmup(WarmupOptions(data=str(setting_dirs(opts)[0]), out=str(warm), model=str(out / "init"),
                                  seed=opts.seed, progress=opts.progress, **opts.warmup), callbacks=callbacks)
     examples, counts = in_context_examples(setting_dirs(opts), excluded)
-    final = out / "model"
+    final = model_dir(opts)
     if not (final / "trimpi_stage.json").is_file():
         stage = StageOptions(data=str(setting_dirs(opts)[0]), model=str(warm), out=str(final), stage="sft",
                              epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, lora_rank=0, seed=opts.seed,
@@ -195,13 +195,23 @@ def build_base(opts: BaseOptions, callbacks=()) -> dict[str, Any]:
 def reevaluated(record: dict[str, Any], opts: BaseOptions) -> dict[str, Any]:
     """A finished base's record (its model where it is now, should OUT have moved), its in-context accuracy
     measured again if the evaluation options changed."""
-    record = {**record, "model": str(Path(opts.out) / "model")}
+    record = {**record, "model": str(model_dir(opts))}
     if measured_with(record, opts):
         return record
     record = {**record, "options": dataclasses.asdict(opts),
               "in_context_accuracy": in_context_accuracy(Path(record["model"]), opts)}
     write_json(Path(opts.out) / BASE_FILE, record)
     return record
+
+
+def model_dir(opts: BaseOptions) -> Path:
+    return Path(opts.out) / "model"
+
+
+def base_ready(opts: BaseOptions) -> bool:
+    """Whether the base under `opts.out` is built and measured with these evaluation options."""
+    path = Path(opts.out) / BASE_FILE
+    return path.is_file() and measured_with(read_json(path), opts)
 
 
 def measured_with(record: dict[str, Any], opts: BaseOptions) -> bool:
