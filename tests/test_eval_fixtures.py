@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from trimpi.data.schema import Record, load_records
-from trimpi.train.rl.engine import Completion
+from trimpi.generation.engine import Completion
 
 BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 

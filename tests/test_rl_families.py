@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_rl_fixtures import POLICY_TEXT, make_dataset, one_thread  # noqa: F401 (autouse fixture)
 
+from test_rl_fixtures import POLICY_TEXT, make_dataset, one_thread  # noqa: F401 (autouse fixture)
 from trimpi.data.schema import PolicyStore, load_records
-from trimpi.train.rl.encoding import PromptBuilder, completion_logps, scoring_batch
-from trimpi.train.rl.engine import HFGenerateEngine, SamplingParams
+from trimpi.generation.engine import HFGenerateEngine, SamplingParams
+from trimpi.generation.prompts import PromptBuilder
+from trimpi.train.rl.encoding import completion_logps, scoring_batch
 from trimpi.train.rl.rewards import RewardSpec
 from trimpi.train.rl.rollout import make_batch, sample_groups
 from trimpi.train.rl.update import batch_logps

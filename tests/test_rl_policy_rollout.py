@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
-from test_rl_fixtures import make_dataset, tiny_model, one_thread  # noqa: F401 (autouse fixture)
 
+from test_rl_fixtures import make_dataset, one_thread, tiny_model  # noqa: F401 (autouse fixture)
 from trimpi.data.schema import PolicyStore, load_records
-from trimpi.train.rl.encoding import PromptBuilder, completion_logps, scoring_batch
-from trimpi.train.rl.engine import HFGenerateEngine, SamplingParams
+from trimpi.generation.engine import HFGenerateEngine, SamplingParams
+from trimpi.generation.prompts import PromptBuilder
+from trimpi.train.rl.encoding import completion_logps, scoring_batch
 from trimpi.train.rl.rewards import RewardSpec
 from trimpi.train.rl.rollout import make_batch, sample_groups
 from trimpi.train.rl.update import batch_logps
@@ -59,7 +60,7 @@ def test_policy_rollout_batch(tmp_path):
 def test_model_inputs_follow_the_model_dtype_and_keep_integer_tensors():
     import torch
 
-    from trimpi.train.rl.encoding import to_model
+    from trimpi.generation.prompts import to_model
 
     model = torch.nn.Linear(2, 2).to(torch.bfloat16)
     moved = to_model({"pixel_values": torch.zeros(1, 3), "input_ids": torch.ones(1, 4, dtype=torch.long),

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from test_rl_fixtures import make_dataset, tiny_model, one_thread  # noqa: F401 (autouse fixture)
 
+from test_rl_fixtures import make_dataset, one_thread, tiny_model  # noqa: F401 (autouse fixture)
 from trimpi.data.schema import PolicyStore, load_records
+from trimpi.generation.engine import Completion, HFGenerateEngine, SamplingParams
+from trimpi.generation.prompts import PromptBuilder
 from trimpi.train.rl.config import RLConfig
 from trimpi.train.rl.core_algos import LOSS_TYPES
-from trimpi.train.rl.encoding import PromptBuilder
-from trimpi.train.rl.engine import Completion, HFGenerateEngine, SamplingParams
 from trimpi.train.rl.metrics import MetricSums
 from trimpi.train.rl.rewards import RewardSpec
 from trimpi.train.rl.rollout import make_batch, sample_groups

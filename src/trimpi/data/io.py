@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -124,3 +125,41 @@ def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(stage, out)
+
+
+def lock_path(out: str | Path) -> Path:
+    """The lock file guarding directory `out`: a hidden sibling, so it outlives `out` being replaced."""
+    out = Path(out).resolve()
+    return out.parent / f".{out.name}.lock"
+
+
+@contextlib.contextmanager
+def exclusive(out: str | Path) -> Iterator[None]:
+    """Hold the lock of directory `out` for the duration; a second holder fails at once.
+
+    The lock is an advisory `flock` on `lock_path(out)`, released by the OS when the process
+    dies, so a killed run never leaves `out` locked. The holder's pid is written into the file
+    for the error message.
+    """
+    path = lock_path(out)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise TrimpiError(f"{Path(out)}: cannot create the lock file {path} ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise TrimpiError(f"{Path(out)}: in use by another trimpi process (pid {holder}); "
+                              "wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -118,8 +118,8 @@ class LocalClient:
         self.engine = make_engine(model, processor, batch_size)
 
     def prompts(self, conversations: list[Messages]):
+        from trimpi.generation.prompts import Prompt
         from trimpi.models.processing import load_message_images, render_text
-        from trimpi.train.rl.encoding import Prompt
 
         return [
             Prompt(text=render_text(self.processor, m, add_generation_prompt=True), images=load_message_images(m))
@@ -128,7 +128,7 @@ class LocalClient:
 
     def complete(self, conversations: list[Messages], max_tokens: int = 512, temperature: float = 0.0) -> list[str]:
         from trimpi.eval.generate import generate_texts
-        from trimpi.train.rl.engine import SamplingParams
+        from trimpi.generation.engine import SamplingParams
 
         prompts = self.prompts(conversations)
         if temperature <= 0:

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from trimpi.eval.generate import DeviceProcessor, model_device, model_dtype
-from trimpi.train.rl.encoding import Prompt, processor_inputs
+from trimpi.generation.prompts import Prompt, processor_inputs
 
 
 def prompt_tokens(processor, prompt: Prompt) -> int:

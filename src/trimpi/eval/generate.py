@@ -15,8 +15,8 @@ import torch
 from tqdm import tqdm
 
 from trimpi.data.schema import Policy, PolicyStore, Record
-from trimpi.train.rl.encoding import Prompt, PromptBuilder
-from trimpi.train.rl.engine import Completion, GenerationEngine, HFGenerateEngine, SamplingParams
+from trimpi.generation.engine import Completion, GenerationEngine, HFGenerateEngine, SamplingParams
+from trimpi.generation.prompts import Prompt, PromptBuilder
 
 
 class DeviceProcessor:

@@ -30,8 +30,8 @@ from trimpi.eval.judge import judge_rows, summarize_judge
 from trimpi.eval.protocols import PROTOCOLS, check_files, inapplicable, resolve_datasets
 from trimpi.eval.referral import score_referral, summarize_referral
 from trimpi.eval.scoring import score_example, summarize
-from trimpi.train.rl.encoding import PromptBuilder
-from trimpi.train.rl.engine import Completion, GenerationEngine
+from trimpi.generation.engine import Completion, GenerationEngine
+from trimpi.generation.prompts import PromptBuilder
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """RL stage: GRPO / DAPO with PolicyRollout (SPEC §4).
 
+Prompts and generation engines live one layer below, in `trimpi.generation`.
+
 Modules, in data-flow order:
     config      RLConfig: every option (TRL names) and the per-algorithm paper defaults
-    encoding    Prompt / PromptBuilder (records → chat prompts), right-padded scoring batches
-    engine      GenerationEngine interface; HFGenerateEngine (transformers generate, KV cache)
+    encoding    right-padded scoring batches (prompt + sampled ids) and their log-probs
     rewards     reward signature fn(completions, records) -> floats; accuracy, format, RewardSpec
     rollout     sample_groups (plain or PolicyRollout), make_batch (advantages), collect (dynamic sampling)
     core_algos  pure math: group advantages, clipped objective, k3 KL, loss aggregation per loss_type

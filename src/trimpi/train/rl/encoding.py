@@ -1,7 +1,5 @@
-"""Prompts for RL: chat-templated text + images, and scoring batches (prompt + completion ids).
+"""Scoring batches for RL: prompt + sampled completion ids, and their per-token log-probs.
 
-A `Prompt` is what a generation engine samples from and what the trainer scores against:
-the chat-templated prompt text (with the model's image placeholders) and its PIL images.
 Completions are kept as the token ids the engine sampled (never re-tokenized), so the
 log-probs are of exactly the sampled tokens.
 
@@ -13,70 +11,11 @@ whatever the architecture (Llama / Qwen M-RoPE) — the processor batches the pi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
 import torch
-from PIL import Image
 
-from trimpi.data.schema import Policy, Record, message_images, render_messages
-from trimpi.models.processing import load_image, render_text, tokenizer_of
+from trimpi.generation.prompts import Prompt, processor_inputs
 from trimpi.train.logprobs import token_logprobs
 from trimpi.train.rl.core_algos import entropy_from_logits
-
-
-def to_model(inputs: dict[str, Any], model) -> dict[str, Any]:
-    """Move tensors to the model's device; floating ones (pixel values) also to its dtype."""
-    param = next(model.parameters())
-    return {
-        k: (v.to(param.device, param.dtype) if v.is_floating_point() else v.to(param.device))
-        if isinstance(v, torch.Tensor) else v
-        for k, v in inputs.items()
-    }
-
-
-@dataclass
-class Prompt:
-    """A chat-templated prompt ready for the processor."""
-
-    text: str
-    images: list[Image.Image] = field(default_factory=list)
-
-
-class PromptBuilder:
-    """Renders records (with or without their policy) into `Prompt`s; images are loaded once."""
-
-    def __init__(self, processor, root: str | Path, placement: str = "system"):
-        self.processor = processor
-        self.root = Path(root)
-        self.placement = placement
-        self._images: dict[str, Image.Image] = {}
-
-    def _image(self, path: str) -> Image.Image:
-        if path not in self._images:
-            self._images[path] = load_image(path)
-        return self._images[path]
-
-    def __call__(self, record: Record, policy: Policy | None = None) -> Prompt:
-        messages = render_messages(record, self.root, policy=policy, placement=self.placement)
-        text = render_text(self.processor, messages, add_generation_prompt=True)
-        return Prompt(text=text, images=[self._image(p) for p in message_images(messages)])
-
-
-def processor_inputs(processor, prompts: list[Prompt], padding_side: str) -> dict[str, torch.Tensor]:
-    """Processor output (input_ids, attention_mask, pixel tensors ...) for a batch of prompts."""
-    kwargs: dict[str, Any] = dict(text=[p.text for p in prompts], padding=True, return_tensors="pt")
-    if any(p.images for p in prompts):
-        kwargs["images"] = [p.images for p in prompts]
-    tok = tokenizer_of(processor)
-    old_side, tok.padding_side = tok.padding_side, padding_side
-    try:
-        out = dict(processor(**kwargs))
-    finally:
-        tok.padding_side = old_side
-    out.pop("token_type_ids", None)
-    return out
 
 
 def scoring_batch(

@@ -15,9 +15,10 @@ import torch
 
 from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import TrimpiError
+from trimpi.generation.engine import Completion, GenerationEngine, SamplingParams  # noqa: F401
+from trimpi.generation.prompts import Prompt, PromptBuilder
 from trimpi.train.rl.core_algos import group_advantages, zero_std_groups
-from trimpi.train.rl.encoding import Prompt, PromptBuilder, completion_mask
-from trimpi.train.rl.engine import Completion, GenerationEngine, SamplingParams  # noqa: F401
+from trimpi.train.rl.encoding import completion_mask
 from trimpi.train.rl.rewards import RewardSpec
 
 

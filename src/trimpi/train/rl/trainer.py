@@ -23,11 +23,11 @@ import torch
 from trimpi.data.io import write_json
 from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import ConfigError
+from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, SamplingParams
+from trimpi.generation.prompts import PromptBuilder
 from trimpi.models.processing import tokenizer_of
 from trimpi.train.rl import checkpoint as ckpt
 from trimpi.train.rl.config import RLConfig
-from trimpi.train.rl.encoding import PromptBuilder
-from trimpi.train.rl.engine import GenerationEngine, HFGenerateEngine, SamplingParams
 from trimpi.train.rl.metrics import SAMPLE_METRICS, TRAIN_METRICS, JsonlLogger, MetricSums, add_sample_metrics, finish
 from trimpi.train.rl.rewards import RewardSpec
 from trimpi.train.rl.rollout import collect, make_batch, record_stream, sample_groups

@@ -11,8 +11,9 @@ import contextlib
 import torch
 import torch.distributed as dist
 
+from trimpi.generation.prompts import to_model
 from trimpi.train.rl.core_algos import LossNormalizer, aggregate_loss, clipped_policy_loss, kl_k3
-from trimpi.train.rl.encoding import completion_logps, scoring_batch, to_model
+from trimpi.train.rl.encoding import completion_logps, scoring_batch
 from trimpi.train.rl.metrics import MetricSums
 from trimpi.train.rl.rollout import RolloutBatch, Sample
 

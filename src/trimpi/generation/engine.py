@@ -1,4 +1,4 @@
-"""Rollout generation engines.
+"""Generation engines (RL rollouts and evaluation).
 
 The trainer only talks to `GenerationEngine`: given prompts, return `n` sampled completions
 per prompt as token ids. `HFGenerateEngine` uses `model.generate` (KV cache, batched,
@@ -13,8 +13,8 @@ from typing import Protocol
 
 import torch
 
+from trimpi.generation.prompts import Prompt, processor_inputs, to_model
 from trimpi.models.processing import visual_token_ids
-from trimpi.train.rl.encoding import Prompt, processor_inputs, to_model
 
 
 @dataclass(frozen=True)
