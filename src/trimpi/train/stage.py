@@ -1,0 +1,50 @@
+"""What every training stage (VM-CPT, SFT, perception warm-up, RL) shares about its output directory.
+
+A stage owns its directory `out`: checkpoints under `out/checkpoints/`, per-step metrics in
+`out/metrics.jsonl`, the final model saved with `save_pretrained`, and last of all the
+marker `out/trimpi_stage.json` holding the stage's summary. Only the outermost stage writes
+the marker (a warm-up that runs an SFT inside marks the directory once, after its own
+evaluation), so a directory with a marker is a finished stage and one without is resumable.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from trimpi.data.io import read_json, write_json
+from trimpi.errors import TrimpiError
+
+STAGE_MARKER = "trimpi_stage.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def finished_summary(out: str | Path) -> dict[str, Any] | None:
+    """The summary of the finished stage in `out`, or None when it is not finished."""
+    marker = Path(out) / STAGE_MARKER
+    return read_json(marker) if marker.is_file() else None
+
+
+def mark_finished(out: str | Path, summary: dict[str, Any]) -> None:
+    """Record `summary` as the finished stage of `out`; call it after everything else is saved."""
+    write_json(Path(out) / STAGE_MARKER, summary)
+
+
+def prepare_stage_dir(out: str | Path, overwrite: bool) -> Path:
+    """Refuse to train over a finished stage unless `overwrite`; an unfinished one resumes.
+
+    With `overwrite`, a finished stage's marker, checkpoints and metrics are removed first, so
+    the new run starts from step 1.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TrimpiError(f"{out}: exists and is not a directory")
+    if finished_summary(out) is not None:
+        if not overwrite:
+            raise TrimpiError(f"{out}: already holds a finished stage (pass --overwrite to train again)")
+        shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
+        (out / METRICS_FILE).unlink(missing_ok=True)
+        (out / STAGE_MARKER).unlink()
+    return out
