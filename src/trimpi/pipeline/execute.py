@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trimpi.data.io import read_json
 from trimpi.pipeline.plan import TINY_PREFIX
 from trimpi.pipeline.steps import Step, clear_partial
+from trimpi.train.stage import finished_summary
 
 RESUMABLE = ("warmup", "cpt", "sft", "rl")  # kinds whose partial directory resumes instead of restarting
 RL_SMALL_MODEL_PARAMS = 100_000_000  # as `trimpi train rl`: below this the default lr is 1e-4
@@ -84,15 +84,10 @@ def run_base(step: Step, ctx: Context) -> dict[str, Any]:
     return {"model": str(out), "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def _finished_stage(step: Step, ctx: Context) -> dict[str, Any] | None:
-    marker = step.dir(ctx.out) / "trimpi_stage.json"
-    return read_json(marker) if marker.is_file() else None
-
-
 def run_warmup_step(step: Step, ctx: Context) -> dict[str, Any]:
     from trimpi.train.warmup import WarmupOptions, run_warmup
 
-    summary = _finished_stage(step, ctx)
+    summary = finished_summary(step.dir(ctx.out))
     if summary is None:
         model, data = step.inputs
         opts = WarmupOptions(data=str(dataset_path(data, ctx.out)), out=str(step.dir(ctx.out)),
@@ -106,7 +101,7 @@ def run_train_stage(step: Step, ctx: Context) -> dict[str, Any]:
     """VM-CPT (all-but-visual mask) or SFT (completion mask; cot or answer target)."""
     from trimpi.train.sft import StageOptions, run_stage
 
-    summary = _finished_stage(step, ctx)
+    summary = finished_summary(step.dir(ctx.out))
     if summary is None:
         model, data = step.inputs
         cfg = step.config

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trimpi.data.io import write_json
+from trimpi.data.io import exclusive, write_json
 from trimpi.errors import ConfigError
 from trimpi.pipeline import steps as st
 from trimpi.pipeline.execute import EXECUTORS, RESUMABLE, Context, rl_config
@@ -163,17 +163,20 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
         for s in record["steps"]:
             echo(f"{s['status']:<8} {s['id']:<20} {', '.join(s['methods'])}")
         return record
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_FILE, plan_record(full, out))
-    ctx = ctx or Context(out=out)
-    ctx.out = out
-    for step in plan.steps:
-        run_step(step, ctx, echo)
-    from trimpi.report import load_run, results, results_markdown, write_report
+    with exclusive(out):  # a second process on the same run directory fails here, naming this one's pid
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / RUN_FILE, plan_record(full, out))
+        ctx = ctx or Context(out=out)
+        ctx.out = out
+        for step in plan.steps:
+            run_step(step, ctx, echo)
+        from trimpi.report import write_report
 
-    record = plan_record(full, out)
-    write_json(out / RUN_FILE, record)
-    record["report"] = {k: str(v) for k, v in write_report(out).items()}
+        record = plan_record(full, out)
+        write_json(out / RUN_FILE, record)
+        record["report"] = {k: str(v) for k, v in write_report(out).items()}
+    from trimpi.report import load_run, results, results_markdown
+
     echo(results_markdown(results(load_run(out))))
     echo(f"report: {record['report']['md']}\n        {record['report']['html']}")
     return record
