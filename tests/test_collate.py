@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from tests._fixtures_train import write_dataset
 from trimpi.data.schema import PolicyStore, load_records, render_messages
 from trimpi.models.processing import tokenizer_of, visual_token_ids
 from trimpi.models.tiny import FAMILIES, build_tiny
@@ -13,29 +12,23 @@ from trimpi.train.logprobs import IGNORE_INDEX, sequence_logprobs
 TOKENS_PER_IMAGE = {"qwen2_vl": 16, "qwen2_5_vl": 16, "idefics3": 16, "llava": 64}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = write_dataset(tmp_path_factory.mktemp("data"), n=3, with_gta=True)
-    return root, load_records(root / "train_cot.jsonl")
-
-
 @pytest.fixture(scope="module", params=FAMILIES)
 def tiny(request):
     model, processor = build_tiny(request.param)
     return request.param, model, processor
 
 
-def _features(data, policy: bool, reasoning: bool = True):
-    root, records = data
+def _features(root, policy: bool, reasoning: bool = True):
+    records = load_records(root / "train_cot.jsonl")
     store = PolicyStore(root)
     return [{"messages": render_messages(r, root, store.get(r) if policy else None, placement="user",
                                          with_target=True, with_reasoning=reasoning)} for r in records]
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_all_but_visual_mask_exact(tiny, data, side):
+def test_all_but_visual_mask_exact(tiny, train_data, side):
     family, model, processor = tiny
-    feats = _features(data, policy=True)
+    feats = _features(train_data, policy=True)
     batch = Collator(processor, "all_but_visual", padding_side=side, config=model.config)(feats)
     vis = set(visual_token_ids(processor, model.config))
     ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
@@ -55,9 +48,9 @@ def test_all_but_visual_mask_exact(tiny, data, side):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("reasoning", [True, False])
-def test_completion_mask_is_exactly_the_target(tiny, data, side, reasoning):
+def test_completion_mask_is_exactly_the_target(tiny, train_data, side, reasoning):
     family, model, processor = tiny
-    feats = _features(data, policy=False, reasoning=reasoning)
+    feats = _features(train_data, policy=False, reasoning=reasoning)
     batch = Collator(processor, "completion", padding_side=side)(feats)
     tok = tokenizer_of(processor)
     eot = tok.eos_token
@@ -71,9 +64,9 @@ def test_completion_mask_is_exactly_the_target(tiny, data, side, reasoning):
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_padded_batch_logprobs_match_single_examples(tiny, data, side):
+def test_padded_batch_logprobs_match_single_examples(tiny, train_data, side):
     family, model, processor = tiny
-    feats = _features(data, policy=True)
+    feats = _features(train_data, policy=True)
     coll = Collator(processor, "all_but_visual", padding_side=side, config=model.config)
     with torch.no_grad():
         lp, mask = sequence_logprobs(model, coll(feats))

@@ -10,19 +10,12 @@ import urllib.error
 import pytest
 import torch
 from PIL import Image
-from test_eval_fixtures import one_thread
 
 from trimpi.data.schema import Record
 from trimpi.errors import ModelError
 from trimpi.eval import LocalClient, OpenAIClient, make_client
 from trimpi.eval.judge import parse_score
 from trimpi.eval.scoring import score_boxed
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
 
 
 class FakeResponse(io.BytesIO):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from pathlib import Path
@@ -13,19 +12,6 @@ from trimpi.data.schema import Record, load_records
 from trimpi.generation.engine import Completion
 
 BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one thread: tiny matrices spin (and crowd a shared machine) with more."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def make_clevr(root: Path) -> Path:

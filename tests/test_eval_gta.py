@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_eval_fixtures import ScriptedEngine, one_thread, read_rows
+from test_eval_fixtures import ScriptedEngine, read_rows
 
 from trimpi.data.schema import load_records
 from trimpi.errors import ConfigError
@@ -134,8 +134,7 @@ def test_referral_judged_by_a_local_model(gta, processor, tmp_path):
     judge = LocalClient(*build_tiny("idefics3", seed=1), name="tiny-judge")
     subject = Subject(processor=processor, engine=ScriptedEngine(lambda p: "Score: 12"), name="scripted")
     opts = EvalOptions(protocols=["referral"], judge_samples=2, judge_max_tokens=4, progress=False)
-    with one_thread():
-        res = evaluate_model(subject, gta, tmp_path / "out", opts, judge=judge)["gta"]["protocols"]["referral"]
+    res = evaluate_model(subject, gta, tmp_path / "out", opts, judge=judge)["gta"]["protocols"]["referral"]
     rows = read_rows(tmp_path / "out" / "predictions_referral.jsonl")
     assert res["n"] == 2 and res["judge"] == "tiny-judge" and len(rows) == 2
     ratings = [parse_score(r["judge_reply"]) for r in rows]  # a random model rarely writes a valid rating

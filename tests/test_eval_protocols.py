@@ -8,7 +8,7 @@ import shutil
 import pytest
 import typer
 from PIL import Image
-from test_eval_fixtures import ScriptedEngine, by_image, last_boxed, make_clevr, one_thread, read_rows, tiny_for
+from test_eval_fixtures import ScriptedEngine, by_image, last_boxed, read_rows, tiny_for
 from typer.testing import CliRunner
 
 from trimpi.cli.eval import evaluate
@@ -21,20 +21,9 @@ SPLIT = {"accuracy": "test", "in_context": "test", "override": "override_test", 
          "forgetting": "general_test"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    return make_clevr(tmp_path_factory.mktemp("eval_clevr"))
-
-
-@pytest.fixture(scope="module")
-def tiny(ds):
-    return tiny_for(ds)
+def tiny(dataset):
+    return tiny_for(dataset)
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +50,18 @@ def own_correct(row: dict) -> bool:
     return pred.strip().rstrip(".").strip().lower() == row["gold"].lower()
 
 
-def token_count(processor, ds, record, with_policy: bool) -> int:
+def token_count(processor, dataset, record, with_policy: bool) -> int:
     """Prompt length straight from the chat template and the processor."""
-    policy = load_policy(ds / record.policy_path) if with_policy else None
-    msgs = render_messages(record, ds, policy=policy, placement="system")
+    policy = load_policy(dataset / record.policy_path) if with_policy else None
+    msgs = render_messages(record, dataset, policy=policy, placement="system")
     text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     images = [Image.open(b["path"]).convert("RGB") for m in msgs for b in m["content"] if b["type"] == "image"]
     return processor(text=[text], images=[images], return_tensors="pt")["input_ids"].shape[1]
 
 
-def test_cli_every_protocol_on_a_tiny_model(ckpt, ds, tiny, tmp_path):
+def test_cli_every_protocol_on_a_tiny_model(ckpt, dataset, tiny, tmp_path):
     out = tmp_path / "out"
-    res = cli("--model", str(ckpt), "--data", str(ds), "--protocols", "all", "--out", str(out), "--max-new-tokens",
+    res = cli("--model", str(ckpt), "--data", str(dataset), "--protocols", "all", "--out", str(out), "--max-new-tokens",
               "6", "--batch-size", "4", "--efficiency-samples", "2", "--efficiency-repeats", "2", "--no-progress")
     assert res.exit_code == 0, res.output + repr(res.exception)
     scores = json.loads((out / "scores.json").read_text())
@@ -80,7 +69,7 @@ def test_cli_every_protocol_on_a_tiny_model(ckpt, ds, tiny, tmp_path):
     results = scores["protocols"]
     for name in GENERATING:
         rows = read_rows(out / f"predictions_{name}.jsonl")
-        records = load_records(ds / f"{SPLIT[name]}.jsonl")
+        records = load_records(dataset / f"{SPLIT[name]}.jsonl")
         assert [r["id"] for r in rows] == [r.id for r in records]
         assert all(r["policy_in_prompt"] == (name in ("in_context", "override", "policy_in_context")) for r in rows)
         expected = sum(own_correct(r) for r in rows) / len(rows)
@@ -97,10 +86,10 @@ def test_cli_every_protocol_on_a_tiny_model(ckpt, ds, tiny, tmp_path):
 
     _, processor = tiny
     eff_rows = read_rows(out / "predictions_efficiency.jsonl")
-    records = load_records(ds / "test.jsonl")
+    records = load_records(dataset / "test.jsonl")
     for row, rec in zip(eff_rows, records, strict=True):
-        assert row["tokens_with_policy"] == token_count(processor, ds, rec, True)
-        assert row["tokens_without_policy"] == token_count(processor, ds, rec, False)
+        assert row["tokens_with_policy"] == token_count(processor, dataset, rec, True)
+        assert row["tokens_without_policy"] == token_count(processor, dataset, rec, False)
     eff = results["efficiency"]
     mean_with = sum(r["tokens_with_policy"] for r in eff_rows) / len(eff_rows)
     mean_without = sum(r["tokens_without_policy"] for r in eff_rows) / len(eff_rows)
@@ -119,19 +108,19 @@ def scripted(processor, reply) -> Subject:
     return Subject(processor=processor, engine=ScriptedEngine(reply), model=None, name="scripted")
 
 
-def test_accuracy_override_and_forgetting_with_known_answers(ds, tiny, tmp_path):
+def test_accuracy_override_and_forgetting_with_known_answers(dataset, tiny, tmp_path):
     _, processor = tiny
-    test = load_records(ds / "test.jsonl")
-    override = load_records(ds / "override_test.jsonl")
-    general = load_records(ds / "general_test.jsonl")
-    override_texts = {load_policy(ds / r.policy_path).text for r in override}
+    test = load_records(dataset / "test.jsonl")
+    override = load_records(dataset / "override_test.jsonl")
+    general = load_records(dataset / "general_test.jsonl")
+    override_texts = {load_policy(dataset / r.policy_path).text for r in override}
 
     plain = [(f"<think>x</think>\\boxed{{{r.answer}}}" if i % 3 == 0 else
               f"\\boxed{{{r.answer.lower()}}}" if i % 3 == 1 else r.answer) for i, r in enumerate(test)]
     new = [f"\\boxed{{{r.answer}}}" if i % 2 == 0 else "\\boxed{Case 99}" for i, r in enumerate(override)]
     gen = [f"\\boxed{{ {r.answer.upper()}. }}" if i % 2 == 0 else "\\boxed{zzz}" for i, r in enumerate(general)]
-    answer_plain, answer_new = by_image(ds, test, plain), by_image(ds, override, new)
-    answer_general = by_image(ds, general, gen)
+    answer_plain, answer_new = by_image(dataset, test, plain), by_image(dataset, override, new)
+    answer_general = by_image(dataset, general, gen)
 
     def reply(prompt):
         if "Question:" in prompt.text:
@@ -145,7 +134,7 @@ def test_accuracy_override_and_forgetting_with_known_answers(ds, tiny, tmp_path)
     opts = EvalOptions(protocols=["accuracy", "override", "forgetting"], batch_size=4, progress=False,
                        baseline_scores=earlier)
     out = tmp_path / "out"
-    res = evaluate_model(scripted(processor, reply), ds, out, opts)["T-d2"]["protocols"]
+    res = evaluate_model(scripted(processor, reply), dataset, out, opts)["T-d2"]["protocols"]
     assert res["accuracy"]["accuracy"] == pytest.approx(sum(i % 3 == 0 for i in range(len(test))) / len(test))
     assert res["accuracy"]["format_rate"] == res["accuracy"]["accuracy"]  # only those replies have <think>
     assert res["override"]["accuracy"] == pytest.approx(sum(i % 2 == 0 for i in range(len(override))) / len(override))
@@ -154,35 +143,35 @@ def test_accuracy_override_and_forgetting_with_known_answers(ds, tiny, tmp_path)
     assert res["forgetting"]["baseline_accuracy"] == 0.25
     assert res["forgetting"]["delta"] == pytest.approx(acc_general - 0.25)
 
-    perfect = by_image(ds, general, [f"\\boxed{{{r.answer}}}" for r in general])
+    perfect = by_image(dataset, general, [f"\\boxed{{{r.answer}}}" for r in general])
     results = {"T-d2": json.loads((out / "scores.json").read_text())}
-    add_forgetting_baseline(scripted(processor, perfect), ds, out, opts, results)
+    add_forgetting_baseline(scripted(processor, perfect), dataset, out, opts, results)
     forgetting = json.loads((out / "scores.json").read_text())["protocols"]["forgetting"]
     assert forgetting["baseline_accuracy"] == 1.0
     assert forgetting["delta"] == pytest.approx(acc_general - 1.0)
     assert len(read_rows(out / "predictions_forgetting_baseline.jsonl")) == len(general)
 
 
-def test_completions_cut_at_the_token_cap_give_a_warning(ds, tiny, tmp_path, recwarn):
+def test_completions_cut_at_the_token_cap_give_a_warning(dataset, tiny, tmp_path, recwarn):
     _, processor = tiny
     opts = EvalOptions(protocols=["accuracy"], batch_size=4, max_new_tokens=7, progress=False)
     cut = Subject(processor=processor, engine=ScriptedEngine(lambda p: "<think>Condition 1", truncated=True),
                   model=None, name="scripted")
     with pytest.warns(UserWarning, match=r"T-d2:accuracy: 100% of completions stopped at max_new_tokens=7"):
-        res = evaluate_model(cut, ds, tmp_path / "cut", opts)["T-d2"]["protocols"]["accuracy"]
+        res = evaluate_model(cut, dataset, tmp_path / "cut", opts)["T-d2"]["protocols"]["accuracy"]
     assert res["truncated_rate"] == 1.0
-    evaluate_model(scripted(processor, lambda p: "\\boxed{Case 1}"), ds, tmp_path / "whole", opts)
+    evaluate_model(scripted(processor, lambda p: "\\boxed{Case 1}"), dataset, tmp_path / "whole", opts)
     assert not [w for w in recwarn if "max_new_tokens" in str(w.message)]
 
 
-def test_policy_placement_reaches_the_prompt(ds, tiny, tmp_path):
+def test_policy_placement_reaches_the_prompt(dataset, tiny, tmp_path):
     _, processor = tiny
-    policy_text = load_policy(ds / load_records(ds / "test.jsonl")[0].policy_path).text.splitlines()[0]
+    policy_text = load_policy(dataset / load_records(dataset / "test.jsonl")[0].policy_path).text.splitlines()[0]
     prompts = {}
     for placement in ("system", "user"):
         subject = scripted(processor, lambda p: "\\boxed{Case 1}")
         opts = EvalOptions(protocols=["in_context", "accuracy"], placement=placement, limit=2, progress=False)
-        evaluate_model(subject, ds, tmp_path / placement, opts)
+        evaluate_model(subject, dataset, tmp_path / placement, opts)
         seen = subject.engine.seen
         assert len(seen) == 4 and sum(policy_text in text for text, _ in seen) == 2
         with_policy = [text for text, _ in seen if policy_text in text][0]
@@ -191,29 +180,29 @@ def test_policy_placement_reaches_the_prompt(ds, tiny, tmp_path):
     assert prompts["system"] != prompts["user"]
 
 
-def test_missing_split_file_is_a_one_line_error(ckpt, ds, tmp_path):
+def test_missing_split_file_is_a_one_line_error(ckpt, dataset, tmp_path):
     partial = tmp_path / "partial"
-    shutil.copytree(ds, partial / "T-d2")
+    shutil.copytree(dataset, partial / "T-d2")
     (partial / "T-d2" / "override_test.jsonl").unlink()
     with pytest.raises(DataError, match=r"override_test\.jsonl: file not found") as err:
         run_eval(str(ckpt), partial / "T-d2", tmp_path / "o", EvalOptions(protocols=["override"]))
     assert "\n" not in str(err.value)
     res = cli("--model", str(ckpt), "--data", str(partial / "T-d2"), "--protocols", "accuracy,override")
     assert isinstance(res.exception, DataError) and "override_test.jsonl" in str(res.exception)
-    res = cli("--model", str(ckpt), "--data", str(ds), "--protocols", "accuracy,overide")
+    res = cli("--model", str(ckpt), "--data", str(dataset), "--protocols", "accuracy,overide")
     assert isinstance(res.exception, ConfigError) and "'overide'" in str(res.exception)
     with pytest.raises(DataError, match="dataset directory not found"):
         run_eval(str(ckpt), tmp_path / "nowhere", tmp_path / "o", EvalOptions())
 
 
-def test_several_datasets_and_results_kept_between_runs(ds, tiny, tmp_path):
+def test_several_datasets_and_results_kept_between_runs(dataset, tiny, tmp_path):
     _, processor = tiny
     root = tmp_path / "data"
     root.mkdir()
     for name in ("first", "second"):
-        (root / name).symlink_to(ds, target_is_directory=True)
-    general = load_records(ds / "general_test.jsonl")
-    right = by_image(ds, general, [f"\\boxed{{{r.answer}}}" for r in general])
+        (root / name).symlink_to(dataset, target_is_directory=True)
+    general = load_records(dataset / "general_test.jsonl")
+    right = by_image(dataset, general, [f"\\boxed{{{r.answer}}}" for r in general])
     out = tmp_path / "out"
     evaluate_model(scripted(processor, right), root, out, EvalOptions(protocols=["forgetting"], progress=False))
     summary = json.loads((out / "scores.json").read_text())
@@ -238,9 +227,9 @@ def test_several_datasets_and_results_kept_between_runs(ds, tiny, tmp_path):
                        EvalOptions(protocols=["forgetting"], baseline_scores=tmp_path / "none.json"))
 
 
-def test_forgetting_against_a_baseline_model(ckpt, ds, tmp_path):
+def test_forgetting_against_a_baseline_model(ckpt, dataset, tmp_path):
     opts = EvalOptions(protocols=["forgetting"], max_new_tokens=4, batch_size=4, progress=False)
-    res = run_eval(str(ckpt), ds, tmp_path / "out", opts, baseline_model=str(ckpt))["T-d2"]["protocols"]
+    res = run_eval(str(ckpt), dataset, tmp_path / "out", opts, baseline_model=str(ckpt))["T-d2"]["protocols"]
     forgetting = res["forgetting"]
     after = read_rows(tmp_path / "out" / "predictions_forgetting.jsonl")
     before = read_rows(tmp_path / "out" / "predictions_forgetting_baseline.jsonl")
@@ -248,5 +237,5 @@ def test_forgetting_against_a_baseline_model(ckpt, ds, tmp_path):
     assert forgetting["baseline_accuracy"] == pytest.approx(sum(own_correct(r) for r in before) / len(before))
     assert forgetting["delta"] == 0.0 and forgetting["baseline_source"] == str(ckpt)
     with pytest.raises(ConfigError, match="give one of them"):
-        run_eval(str(ckpt), ds, tmp_path / "o", EvalOptions(protocols=["forgetting"], baseline_scores=tmp_path
+        run_eval(str(ckpt), dataset, tmp_path / "o", EvalOptions(protocols=["forgetting"], baseline_scores=tmp_path
                  / "out" / "scores.json"), baseline_model=str(ckpt))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_eval_fixtures import ScriptedEngine, by_image, make_clevr, read_rows
+from test_eval_fixtures import ScriptedEngine, by_image, read_rows
 
 from trimpi.data.schema import load_records
 from trimpi.eval import EvalOptions, Subject, evaluate_model
@@ -13,21 +13,16 @@ from trimpi.eval.referral import referral_match
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    return make_clevr(tmp_path_factory.mktemp("eval_referral"))
-
-
-@pytest.fixture(scope="module")
-def processor(ds):
+def processor(dataset):
     from test_eval_fixtures import tiny_for
 
-    return tiny_for(ds)[1]
+    return tiny_for(dataset)[1]
 
 
-def walk(ds, record) -> list[tuple[str, bool]]:
+def walk(dataset, record) -> list[tuple[str, bool]]:
     """The test's own walk of the saved tree on the saved scene graph."""
-    policy = json.loads((ds / record.policy_path).read_text())
-    objects = json.loads((ds / record.scene).read_text())["objects"]
+    policy = json.loads((dataset / record.policy_path).read_text())
+    objects = json.loads((dataset / record.scene).read_text())["objects"]
     ref, path = policy["root"], []
     while not ref.startswith("Case "):
         node = policy["nodes"][ref]
@@ -46,9 +41,9 @@ def f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def test_exact_and_partial_referral_of_crafted_responses(ds, processor, tmp_path):
-    records = load_records(ds / "test.jsonl")
-    paths = [walk(ds, r) for r in records]
+def test_exact_and_partial_referral_of_crafted_responses(dataset, processor, tmp_path):
+    records = load_records(dataset / "test.jsonl")
+    paths = [walk(dataset, r) for r in records]
     assert all(len(p) == 2 for p in paths)  # depth-2 trees: two conditions on every path here
     texts, expected = [], []
     for i, path in enumerate(paths):
@@ -65,9 +60,9 @@ def test_exact_and_partial_referral_of_crafted_responses(ds, processor, tmp_path
             texts.append(cite(path + [("9.9", True)])); expected.append((0.0, f1(2 / 3, 1.0)))
         else:  # right pairs, wrong order
             texts.append(cite(path[::-1])); expected.append((0.0, 1.0))
-    subject = Subject(processor=processor, engine=ScriptedEngine(by_image(ds, records, texts)), name="scripted")
+    subject = Subject(processor=processor, engine=ScriptedEngine(by_image(dataset, records, texts)), name="scripted")
     out = tmp_path / "out"
-    res = evaluate_model(subject, ds, out, EvalOptions(protocols=["referral"], progress=False))
+    res = evaluate_model(subject, dataset, out, EvalOptions(protocols=["referral"], progress=False))
     summary = res["T-d2"]["protocols"]["referral"]
     n = len(records)
     assert summary["method"] == "exact" and summary["n"] == n

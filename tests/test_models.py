@@ -3,29 +3,23 @@
 import pytest
 import torch
 
-from tests._fixtures_train import write_dataset
 from trimpi.errors import DataError, ModelError
 from trimpi.models import encode, load_image, load_model, save_checkpoint, visual_token_ids
 from trimpi.models.tiny import FAMILIES, build_tiny
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("data"), n=3)
-
-
-def _conv(data, i=0):
-    return [{"role": "user", "content": [{"type": "image", "path": str(data / "images" / f"img_{i}.png")},
+def _conv(train_data, i=0):
+    return [{"role": "user", "content": [{"type": "image", "path": str(train_data / "images" / f"img_{i}.png")},
                                          {"type": "text", "text": "what is there?"}]}]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_tiny_checkpoint_round_trip(family, data, tmp_path):
+def test_tiny_checkpoint_round_trip(family, train_data, tmp_path):
     model, processor = build_tiny(family)
     save_checkpoint(model, processor, tmp_path / "ck")
     model2, processor2 = load_model(tmp_path / "ck")
     assert next(model2.parameters()).dtype == torch.float32
-    b1, b2 = encode(processor, [_conv(data)], True), encode(processor2, [_conv(data)], True)
+    b1, b2 = encode(processor, [_conv(train_data)], True), encode(processor2, [_conv(train_data)], True)
     assert torch.equal(b1["input_ids"], b2["input_ids"])
     with torch.no_grad():
         assert torch.allclose(model(**b1).logits, model2(**b2).logits, atol=1e-6)
@@ -51,13 +45,13 @@ def test_visual_token_ids_per_family():
         assert set(processor.tokenizer.convert_ids_to_tokens(ids)) == names
 
 
-def test_micro_preset(data, tmp_path):
+def test_micro_preset(train_data, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model, processor = load_model("micro", data=data)
+    model, processor = load_model("micro", data=train_data)
     n = sum(p.numel() for p in model.parameters())
     assert 3e6 < n < 8e6
-    batch = encode(processor, [_conv(data)], add_generation_prompt=True)
+    batch = encode(processor, [_conv(train_data)], add_generation_prompt=True)
     assert (batch["input_ids"] == processor.image_token_id).sum() == 16
     assert processor.tokenizer.encode("Case 1") and "L2-Surinu" in processor.tokenizer.decode(
         processor.tokenizer.encode("L2-Surinu"))
@@ -66,7 +60,7 @@ def test_micro_preset(data, tmp_path):
     assert AutoProcessor.from_pretrained(tmp_path / "micro").image_seq_len == 16
 
 
-def test_load_errors_are_one_line(tmp_path, data):
+def test_load_errors_are_one_line(tmp_path, train_data):
     for name in ("no-such-org/no-such-model", str(tmp_path)):
         with pytest.raises(ModelError) as e:
             load_model(name)
@@ -82,15 +76,15 @@ def test_load_errors_are_one_line(tmp_path, data):
 
 
 @pytest.mark.slow
-def test_smol_preset_round_trip(data, tmp_path):
+def test_smol_preset_round_trip(train_data, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model, processor = load_model("smol")
     assert 130e6 < sum(p.numel() for p in model.parameters()) < 145e6
-    batch = encode(processor, [_conv(data)], add_generation_prompt=True)
+    batch = encode(processor, [_conv(train_data)], add_generation_prompt=True)
     assert (batch["input_ids"] == processor.image_token_id).sum() == 16
     save_checkpoint(model, processor, tmp_path / "smol")
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "smol")
     proc2 = AutoProcessor.from_pretrained(tmp_path / "smol")
     with torch.no_grad():
-        assert torch.allclose(model(**batch).logits, reloaded(**encode(proc2, [_conv(data)], True)).logits, atol=1e-4)
+        assert torch.allclose(model(**batch).logits, reloaded(**encode(proc2, [_conv(train_data)], True)).logits, atol=1e-4)

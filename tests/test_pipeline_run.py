@@ -26,16 +26,6 @@ RECIPE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class StopRL(Exception):
     pass
 

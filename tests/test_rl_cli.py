@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_rl_fixtures import make_dataset, tiny_model, one_thread  # noqa: F401 (autouse fixture)
+from test_rl_fixtures import make_dataset, tiny_model
 from typer.testing import CliRunner
 
 from trimpi.cli import app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_rl_fixtures import POLICY_TEXT, make_dataset, one_thread  # noqa: F401 (autouse fixture)
+from test_rl_fixtures import POLICY_TEXT, make_dataset
 from trimpi.data.schema import PolicyStore, load_records
 from trimpi.generation.engine import HFGenerateEngine, SamplingParams
 from trimpi.generation.prompts import PromptBuilder

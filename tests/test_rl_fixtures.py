@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 COLORS = {"red": (220, 40, 40), "blue": (40, 60, 220), "green": (40, 200, 60), "gray": (128, 128, 128)}
@@ -41,14 +40,3 @@ def tiny_model(seed: int = 0):
 
     texts = [POLICY_TEXT, "According to Policy: L2-Test, what should be the response?", "<think>x</think> \\boxed{Case 1}"]
     return build_tiny("idefics3", texts=texts * 5, seed=seed)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far more steadily on a shared machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

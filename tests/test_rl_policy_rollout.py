@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from test_rl_fixtures import make_dataset, one_thread, tiny_model  # noqa: F401 (autouse fixture)
+from test_rl_fixtures import make_dataset, tiny_model
 from trimpi.data.schema import PolicyStore, load_records
 from trimpi.generation.engine import HFGenerateEngine, SamplingParams
 from trimpi.generation.prompts import PromptBuilder

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from test_rl_fixtures import make_dataset, one_thread, tiny_model  # noqa: F401 (autouse fixture)
-from trimpi.data.schema import PolicyStore, load_records
+from test_rl_fixtures import tiny_model
+from trimpi.data.schema import PolicyStore
 from trimpi.generation.engine import Completion, HFGenerateEngine, SamplingParams
 from trimpi.generation.prompts import PromptBuilder
 from trimpi.train.rl.config import RLConfig
@@ -28,18 +28,12 @@ def vowels(completions, records):
 VOWELS = RewardSpec({"vowels": vowels}, {"vowels": 1.0})
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = make_dataset(tmp_path_factory.mktemp("rl"), n=8, with_policy_image=True)
-    return root, load_records(root / "train.jsonl")
-
-
 def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_update_same_for_any_micro_batch_split(data):
-    root, records = data
+def test_update_same_for_any_micro_batch_split(rl_data):
+    root, records = rl_data
     model, proc = tiny_model()
     torch.manual_seed(1)
     samples = sample_groups(HFGenerateEngine(model, proc), PromptBuilder(proc, root), records[:2], [0, 1], 3,
@@ -62,8 +56,8 @@ def test_update_same_for_any_micro_batch_split(data):
             assert torch.allclose(g, grads[0], atol=1e-6, rtol=1e-4), loss_type
 
 
-def test_kl_zero_at_first_step_and_metrics(data, tmp_path):
-    root, records = data
+def test_kl_zero_at_first_step_and_metrics(rl_data, tmp_path):
+    root, records = rl_data
     model, proc = tiny_model()
     cfg = RLConfig(algo="grpo", policy_rollout=True, num_generations=2, prompts_per_step=2, max_steps=2,
                    learning_rate=1e-2, max_completion_length=6, per_device_train_batch_size=3)
@@ -80,8 +74,8 @@ def test_kl_zero_at_first_step_and_metrics(data, tmp_path):
     AutoModelForImageTextToText.from_pretrained(tmp_path / "out")
 
 
-def test_reward_rises_on_learnable_task(data, tmp_path):
-    root, records = data
+def test_reward_rises_on_learnable_task(rl_data, tmp_path):
+    root, records = rl_data
     model, proc = tiny_model()
     cfg = RLConfig(algo="grpo", num_generations=4, prompts_per_step=2, max_steps=30, learning_rate=1e-2,
                    max_completion_length=8, per_device_train_batch_size=8)
@@ -95,8 +89,8 @@ class Interrupt(Exception):
     pass
 
 
-def test_killed_and_resumed_run_matches_uninterrupted(data, tmp_path):
-    root, records = data
+def test_killed_and_resumed_run_matches_uninterrupted(rl_data, tmp_path):
+    root, records = rl_data
     cfg = RLConfig(algo="grpo", policy_rollout=True, num_generations=2, prompts_per_step=2, max_steps=4,
                    save_steps=2, learning_rate=1e-2, max_completion_length=6, per_device_train_batch_size=3)
     model, proc = tiny_model()
@@ -136,8 +130,8 @@ class GarbageEngine:
         return [[pool[j % 3] for j in range(n)] for _ in prompts]
 
 
-def test_garbage_completions_score_zero_and_train(data, tmp_path):
-    root, records = data
+def test_garbage_completions_score_zero_and_train(rl_data, tmp_path):
+    root, records = rl_data
     model, proc = tiny_model()
     cfg = RLConfig(algo="dapo", num_generations=3, prompts_per_step=2, max_steps=1, dynamic_sampling=False,
                    max_completion_length=5, mask_truncated_completions=True)
@@ -145,8 +139,8 @@ def test_garbage_completions_score_zero_and_train(data, tmp_path):
     assert row["reward"] == 0.0 and row["frac_reward_zero_std"] == 1.0
 
 
-def test_dynamic_sampling_without_varied_groups_goes_on_with_flat_ones(data, tmp_path):
-    root, records = data
+def test_dynamic_sampling_without_varied_groups_goes_on_with_flat_ones(rl_data, tmp_path):
+    root, records = rl_data
     model, proc = tiny_model()
     cfg = RLConfig(algo="dapo", num_generations=2, prompts_per_step=2, max_steps=1, dynamic_sampling_max_tries=2,
                    max_completion_length=4)
@@ -156,11 +150,11 @@ def test_dynamic_sampling_without_varied_groups_goes_on_with_flat_ones(data, tmp
     assert row["step"] == 1 and (tmp_path / "out" / "config.json").is_file()
 
 
-def test_lora_reference_is_adapter_disabled_base(data, tmp_path):
+def test_lora_reference_is_adapter_disabled_base(rl_data, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    root, records = data
+    root, records = rl_data
     model, proc = tiny_model()
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
     cfg = RLConfig(algo="grpo", num_generations=2, prompts_per_step=2, max_steps=2, learning_rate=1e-2,

@@ -20,11 +20,6 @@ from trimpi.train.sft import StageOptions, masked_token_loss, run_stage
 from trimpi.train.logprobs import model_inputs
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("data"), n=4)
-
-
 def _grads(model, batches) -> torch.Tensor:
     """Flattened gradient of the step loss accumulated over micro-batches (Trainer's normalisation)."""
     model.zero_grad()
@@ -36,10 +31,10 @@ def _grads(model, batches) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_gradient_is_independent_of_micro_batch_split(family, data):
+def test_gradient_is_independent_of_micro_batch_split(family, train_data):
     model, processor = build_tiny(family)
     model.train()
-    examples = build_examples(data, "cpt")
+    examples = build_examples(train_data, "cpt")
     coll = Collator(processor, "all_but_visual", config=model.config)
     whole = _grads(model, [coll(examples)])
     for size in (1,):  # 4 examples in 4 micro-batches vs one batch
@@ -47,7 +42,7 @@ def test_gradient_is_independent_of_micro_batch_split(family, data):
         assert torch.allclose(whole, split, atol=1e-6, rtol=1e-4), (family, size)
 
 
-def _trainer_step(processor, model_state, family, data, batch, accum):
+def _trainer_step(processor, model_state, family, train_data, batch, accum):
     """Parameters after one SGD step (lr 1, no clipping) through the real Trainer."""
     from transformers import Trainer
 
@@ -55,34 +50,34 @@ def _trainer_step(processor, model_state, family, data, batch, accum):
 
     model, _ = build_tiny(family)
     model.load_state_dict(model_state)
-    opts = StageOptions(data=str(data), model="-", out="-", batch_size=batch, grad_accum=accum, lr=1.0, epochs=1,
+    opts = StageOptions(data=str(train_data), model="-", out="-", batch_size=batch, grad_accum=accum, lr=1.0, epochs=1,
                         max_steps=1, report_to="none")
-    args = training_arguments(opts, data / f"ckpt-{batch}-{accum}")
+    args = training_arguments(opts, train_data / f"ckpt-{batch}-{accum}")
     args.optim, args.max_grad_norm, args.lr_scheduler_type, args.save_strategy = "sgd", 0.0, "constant", "no"
     args.disable_tqdm = True
-    trainer = Trainer(model=model, args=args, train_dataset=build_examples(data, "cpt"),
+    trainer = Trainer(model=model, args=args, train_dataset=build_examples(train_data, "cpt"),
                       data_collator=Collator(processor, "all_but_visual", config=model.config),
                       compute_loss_func=masked_token_loss)
     trainer.train()
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def test_trainer_update_is_independent_of_batch_and_accumulation(data):
+def test_trainer_update_is_independent_of_batch_and_accumulation(train_data):
     model, processor = build_tiny("idefics3")
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    ref = _trainer_step(processor, state, "idefics3", data, 4, 1)
+    ref = _trainer_step(processor, state, "idefics3", train_data, 4, 1)
     for batch, accum in ((1, 4),):
-        assert torch.allclose(ref, _trainer_step(processor, state, "idefics3", data, batch, accum), atol=1e-6)
+        assert torch.allclose(ref, _trainer_step(processor, state, "idefics3", train_data, batch, accum), atol=1e-6)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_lora_merged_checkpoint_matches_adapter_model(family, data, tmp_path):
+def test_lora_merged_checkpoint_matches_adapter_model(family, train_data, tmp_path):
     from trimpi.models import load_model, save_checkpoint
 
     model, processor = build_tiny(family)
     torch.manual_seed(1)
     peft_model = apply_lora(model, rank=4, init=False).eval()
-    batch = Collator(processor, "all_but_visual", config=model.config)(build_examples(data, "cpt")[:2])
+    batch = Collator(processor, "all_but_visual", config=model.config)(build_examples(train_data, "cpt")[:2])
     with torch.no_grad():
         adapter = peft_model(**model_inputs(batch)).logits
         merged = merge_lora(peft_model)
@@ -93,10 +88,10 @@ def test_lora_merged_checkpoint_matches_adapter_model(family, data, tmp_path):
     assert torch.allclose(adapter, out, atol=1e-5)
 
 
-def test_tiny_model_overfits(data, tmp_path):
+def test_tiny_model_overfits(train_data, tmp_path):
     model, processor = build_tiny("idefics3")
-    s = run_stage(StageOptions(data=str(data), model="-", out=str(tmp_path / "o"), stage="sft", target="answer",
-                               lr=1e-2, batch_size=4, max_steps=40, save_steps=1000, logging_steps=1),
+    s = run_stage(StageOptions(data=str(train_data), model="-", out=str(tmp_path / "o"), stage="sft", target="answer",
+                               lr=1e-2, batch_size=4, max_steps=40, save_steps=1000, logging_steps=1, limit=4),
                   model=model, processor=processor)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()
               if '"loss"' in line]
@@ -111,8 +106,8 @@ class Snapshot(TrainerCallback):
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_resume_continues_from_checkpoint(data, tmp_path):
-    opts = StageOptions(data=str(data), model="-", out=str(tmp_path / "o"), stage="cpt", lr=1e-3, batch_size=2,
+def test_resume_continues_from_checkpoint(train_data, tmp_path):
+    opts = StageOptions(data=str(train_data), model="-", out=str(tmp_path / "o"), stage="cpt", lr=1e-3, batch_size=2,
                         max_steps=6, save_steps=2)
     model, processor = build_tiny("qwen2_vl")
     with pytest.raises(KeyboardInterrupt):
@@ -131,7 +126,7 @@ def test_resume_continues_from_checkpoint(data, tmp_path):
     assert summary["global_step"] == 6
 
 
-def test_bad_inputs_raise_one_line_errors(data, tmp_path):
+def test_bad_inputs_raise_one_line_errors(train_data, tmp_path):
     with pytest.raises(DataError, match="dataset directory not found"):
         build_examples(tmp_path / "missing", "sft")
     (tmp_path / "empty").mkdir()

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from test_eval_fixtures import make_clevr
 
 from trimpi.data.io import read_json
 from trimpi.data.schema import PolicyStore, Record, load_records
@@ -20,11 +19,6 @@ from trimpi.data.teacher import (
 )
 from trimpi.data.teacher_prompts import split_reply, teacher_messages
 from trimpi.errors import ConfigError, DataError
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return make_clevr(tmp_path_factory.mktemp("teacher"))
 
 
 def user_key(conv) -> tuple[str, str]:

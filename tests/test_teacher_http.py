@@ -7,22 +7,14 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import pytest
 import typer
-from test_eval_fixtures import make_clevr
 from typer.testing import CliRunner
 
 from trimpi.cli.cot import cot
 from trimpi.data.io import read_json
 from trimpi.data.schema import PolicyStore, load_records
 from trimpi.errors import DataError, ModelError
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return make_clevr(tmp_path_factory.mktemp("teacher_http"))
 
 
 def app() -> typer.Typer:

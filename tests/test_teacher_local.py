@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import typer
-from test_eval_fixtures import make_clevr, one_thread, tiny_for
+from test_eval_fixtures import tiny_for
 from typer.testing import CliRunner
 
 from trimpi.cli.cot import cot
@@ -14,17 +13,6 @@ from trimpi.data.io import read_json
 from trimpi.data.schema import load_records
 from trimpi.data.teacher import TeacherOptions, generate_traces, progress_path
 from trimpi.eval.client import LocalClient
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return make_clevr(tmp_path_factory.mktemp("teacher_local"))
 
 
 def check_counts(summary: dict, out: Path, n: int, k: int) -> None:
