@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from trimpi.cli.cot import cot
+from trimpi.cli.data_import import data_import
 from trimpi.errors import ConfigError
 
 app = typer.Typer(help="Build and inspect policy datasets.", no_args_is_help=True, rich_markup_mode=None)
@@ -103,3 +104,4 @@ def preview(
 
 
 app.command("cot")(cot)
+app.command("import")(data_import)
