@@ -11,11 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from test_eval_fixtures import one_thread
+from trimpi.data.gta.scorers import lexical_scorer
 from trimpi.data.schema import Record
 from trimpi.errors import ModelError
 from trimpi.eval import LocalClient, OpenAIClient, make_client
 from trimpi.eval.judge import parse_score
-from trimpi.eval.scoring import score_boxed
+from trimpi.eval.scoring import score_example
 
 
 class FakeResponse(io.BytesIO):
@@ -100,6 +102,10 @@ def test_parse_score():
 
 def rec(task: str, answer: str) -> Record:
     return Record(id="x", task=task, query="q", answer=answer, response=f"\\boxed{{{answer}}}")
+
+
+def score_boxed(record: Record, text: str) -> dict:
+    return score_example(record, text, lexical_scorer())
 
 
 def test_boxed_scoring():

@@ -2,8 +2,9 @@
 
 import pytest
 
+from trimpi.data.answers import extract_boxed
 from trimpi.data.schema import Record
-from trimpi.train.rl.rewards import RewardSpec, accuracy_reward, extract_boxed, format_reward
+from trimpi.train.rl.rewards import RewardSpec, accuracy_reward, format_reward
 
 
 def rec(task="clevr", answer="Case 3"):

@@ -44,6 +44,8 @@ def rl(
     reward: Annotated[list[str], typer.Option(help="Reward: accuracy, format or module:function; repeat.")] = [  # noqa: B006
         "accuracy", "format"],
     reward_weights: Annotated[str | None, typer.Option(help="Weights, e.g. accuracy=0.9,format=0.1.")] = None,
+    scorer: Annotated[str, typer.Option(help="GTA text scorer of the accuracy reward: default, bertscore or "
+                                             "lexical (the same default as `trimpi eval`).")] = "default",
     split: Annotated[str, typer.Option(help="JSONL file of --data to train on.")] = "train",
     save_steps: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: final model only).")] = 0,
     save_total_limit: Annotated[int, typer.Option(help="Checkpoints to keep.")] = 2,
@@ -55,8 +57,10 @@ def rl(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """RL with GRPO or DAPO, optionally with PolicyRollout; writes a from_pretrained-loadable model."""
+    from trimpi.data.answers import Scoring, needs_judge
+    from trimpi.data.gta.scorers import get_scorer
     from trimpi.data.schema import load_records
-    from trimpi.errors import DataError
+    from trimpi.errors import ConfigError, DataError
     from trimpi.models.loading import load_model
     from trimpi.train.rl.config import RLConfig
     from trimpi.train.rl.rewards import RewardSpec
@@ -66,7 +70,9 @@ def rl(
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected a dataset directory with {split}.jsonl)")
     records = load_records(path)
-    rewards = RewardSpec.parse(reward, reward_weights)
+    if needs_judge(records):
+        raise ConfigError(f"{path}: records with answer type 'judge' need a judge, which RL cannot wire yet")
+    rewards = RewardSpec.parse(reward, reward_weights, Scoring(get_scorer(scorer)))
     accelerator = make_accelerator(report_to)
     net, processor = load_model(model, dtype=dtype, device=accelerator.device, data=data, seed=seed)
     if lora_r > 0:

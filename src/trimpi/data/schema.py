@@ -15,6 +15,8 @@ A record is one JSON object per JSONL line. Paths are relative to the dataset di
     response     the answer as the model must write it ("\\boxed{Case 3}"; the JSON call)
     reasoning    gold reasoning (without the <think> tags) or null
     meta         free-form details (tree path, profile, ...)
+    answer_type  optional: how the answer is scored ("numeric", {"type": "choice", "options": [...]},
+                 "pkg.mod:fn"; see trimpi.data.answers); absent: by task (clevr, gta → tool_call, else exact)
 
 A policy JSON holds at least {"name", "text", "images"}; `images` paths are relative to the
 policy file's own directory and appear in `text` at each IMAGE_MARKER, in order.
@@ -27,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from trimpi.data.answers import THINK_CLOSE, THINK_OPEN, parse_answer_type
 from trimpi.data.io import iter_jsonl, read_json
-from trimpi.errors import DataError
+from trimpi.errors import ConfigError, DataError
 
 IMAGE_MARKER = "<image>"
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 POLICY_PLACEMENTS = ("system", "user")
 
 REQUIRED_FIELDS = ("id", "task", "images", "query", "answer", "response")
@@ -51,9 +53,13 @@ class Record:
     scene: str | None = None
     reasoning: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    answer_type: str | dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        row = dataclasses.asdict(self)
+        if row["answer_type"] is None:  # records of the task's default type keep their old shape
+            del row["answer_type"]
+        return row
 
     @classmethod
     def from_dict(cls, row: dict[str, Any], where: str = "record") -> Record:
@@ -62,6 +68,11 @@ class Record:
                 raise DataError(f"{where}: missing field '{key}'")
         if not isinstance(row["images"], list):
             raise DataError(f"{where}: field 'images' must be a list of paths")
+        if row.get("answer_type") is not None:
+            try:
+                parse_answer_type(row["answer_type"], row["task"])
+            except ConfigError as e:
+                raise DataError(f"{where}: field 'answer_type': {e}") from None
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in row.items() if k in known})
 

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trimpi.data.answers import Scoring, score_answer
+from trimpi.data.gta.scorers import TextScorer, get_scorer
 from trimpi.data.io import dumps, write_json, write_jsonl
 from trimpi.data.schema import POLICY_PLACEMENTS, PolicyStore, Record, load_records
 from trimpi.data.teacher_prompts import MODES, ends_at_gold, leaks_given_answer, split_reply, teacher_messages
@@ -88,13 +90,9 @@ class TeacherOptions:
 # ---- checking one reply ------------------------------------------------------------------
 
 
-def answer_score(record: Record, text: str, scorer) -> float:
-    """Task score of the reply's answer in [0, 1]: exact \\boxed{} match, or the GTA overall score."""
-    from trimpi.eval.scoring import score_boxed, score_gta
-
-    if record.task == "gta":
-        return float(score_gta(record, text, scorer)["score"])
-    return float(score_boxed(record, text)["score"])
+def answer_score(record: Record, text: str, scorer: TextScorer | None = None) -> float:
+    """Score of the reply's answer in [0, 1] by the record's answer type (the evaluation's score)."""
+    return score_answer(text, record, Scoring(scorer if scorer is not None else TeacherOptions.scorer)).score
 
 
 def check_trace(record: Record, reply: str, mode: str, scorer=None, min_score: float = 1.0) -> dict[str, Any]:
@@ -287,8 +285,6 @@ def generate_traces(client, data: str | Path, out: str | Path | None = None,
     skipped = sum(1 for r in records if r.id in done)
     todo = [r for r in records if r.id not in done]
     store = PolicyStore(data)
-    from trimpi.data.gta.scorers import get_scorer
-
     scorer = get_scorer(opts.scorer) if any(r.task == "gta" for r in todo) else None
     from tqdm import tqdm
 

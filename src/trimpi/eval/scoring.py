@@ -1,10 +1,11 @@
 """Per-example scoring and summaries.
 
-- ClevrPolicy (task "clevr"): exact match of the last \\boxed{} answer after the reasoning.
-- General questions (task "general" and any other boxed task): \\boxed{} match after
-  normalization (case, whitespace, a trailing period).
-- GTAPolicy (task "gta"): tool / argument / overall of `trimpi.data.gta.metrics`, with the
-  text-similarity scorer named in the summary.
+Every completion is scored by `trimpi.data.answers.score_answer` — the very function the RL
+accuracy reward returns — by the record's answer type: ClevrPolicy (task "clevr") exact match of
+the last \\boxed{} after the reasoning; general questions \\boxed{} match after normalization
+(case, whitespace, a trailing period); GTAPolicy (task "gta") tool / argument / overall of
+`trimpi.data.gta.metrics`, with the text-similarity scorer named in the summary; and the other
+declared types (choice, numeric, judge, module:function).
 
 Each per-example result has a `score` in [0, 1] (correctness, or the GTA overall score);
 summaries give the mean `score` and the task's own metrics.
@@ -12,55 +13,19 @@ summaries give the mean `score` and the task's own metrics.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from trimpi.data.gta.metrics import parse_tool_call, score_many, score_tool_call
+from trimpi.data.answers import Judge, Scoring, format_ok, score_answer
+from trimpi.data.gta.metrics import score_many
 from trimpi.data.gta.scorers import TextScorer
 from trimpi.data.schema import Record
-from trimpi.train.rl.rewards import after_think, extract_boxed, format_reward
 
 
-def normalize_answer(text: str) -> str:
-    """Lowercase, single spaces, no surrounding whitespace or trailing period."""
-    return " ".join(str(text).split()).lower().rstrip(".").strip()
-
-
-def gold_answer(record: Record) -> str:
-    """The record's answer without a \\boxed{} wrapper."""
-    boxed = extract_boxed(record.answer)
-    return boxed if boxed is not None else record.answer
-
-
-def boxed_prediction(text: str) -> str | None:
-    """The content of the last \\boxed{} after the reasoning, or None."""
-    return extract_boxed(after_think(text or ""))
-
-
-def score_boxed(record: Record, text: str) -> dict[str, Any]:
-    """{"pred", "correct", "score"}: exact for task "clevr", normalized for the others."""
-    pred = boxed_prediction(text)
-    gold = gold_answer(record)
-    if pred is None:
-        correct = False
-    elif record.task == "clevr":
-        correct = pred.strip() == gold.strip()
-    else:
-        correct = normalize_answer(pred) == normalize_answer(gold)
-    return {"pred": pred, "correct": correct, "score": float(correct)}
-
-
-def score_gta(record: Record, text: str, scorer: TextScorer) -> dict[str, Any]:
-    """{"pred", "tool", "argument", "overall", "score"} of the predicted tool call."""
-    parts = score_tool_call(text or "", record.answer, scorer)
-    call = parse_tool_call(text or "")
-    return {"pred": json.dumps(call, sort_keys=True) if call else None, **parts, "score": parts["overall"]}
-
-
-def score_example(record: Record, text: str, scorer: TextScorer) -> dict[str, Any]:
-    """Score one completion by the record's task; `format` is 1 for <think>…</think> then the answer."""
-    scores = score_gta(record, text, scorer) if record.task == "gta" else score_boxed(record, text)
-    return {**scores, "format": format_reward([text or ""], [record])[0]}
+def score_example(record: Record, text: str, scorer: TextScorer | str, judge: Judge | None = None) -> dict[str, Any]:
+    """{"pred", "correct", "score", "format", ...the type's details (GTA "tool", "argument", "overall")}."""
+    scored = score_answer(text or "", record, Scoring(scorer, judge))
+    return {"pred": scored.pred, "correct": scored.correct, "score": scored.score, **scored.details,
+            "format": float(format_ok(text or "", record))}
 
 
 def _mean(values: list[float]) -> float:

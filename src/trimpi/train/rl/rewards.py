@@ -13,111 +13,53 @@ completions score 0 by construction. Model output is only parsed (regex / json),
 
 from __future__ import annotations
 
+import functools
 import importlib
-import json
-import re
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from trimpi.data.schema import THINK_CLOSE, THINK_OPEN, Record
+from trimpi.data.answers import Scoring, format_ok, score_answer
+from trimpi.data.schema import Record
 from trimpi.errors import ConfigError
 
 RewardFn = Callable[[list[str], list[Record]], list[float]]
 
-_BOXED = "\\boxed{"
-_THINK_THEN_BOXED = re.compile(
-    re.escape(THINK_OPEN) + r".+?" + re.escape(THINK_CLOSE) + r".*\\boxed\{.+\}", re.DOTALL
-)
-_THINK_BLOCK = re.compile(re.escape(THINK_OPEN) + r".+?" + re.escape(THINK_CLOSE), re.DOTALL)
 
+def accuracy_reward_with(scoring: Scoring) -> RewardFn:
+    """The accuracy reward under `scoring` (GTA text scorer, judge): the evaluation's per-example score."""
 
-def extract_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} in text (nested braces allowed), or None."""
-    start = text.rfind(_BOXED)
-    if start < 0:
-        return None
-    depth, i = 1, start + len(_BOXED)
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i:j]
-    return None
+    def accuracy(completions: list[str], records: list[Record]) -> list[float]:
+        return [score_answer(text, rec, scoring).score for text, rec in zip(completions, records)]
 
-
-def _norm(text: str) -> str:
-    return " ".join(text.split()).lower()
-
-
-def after_think(text: str) -> str:
-    """The part of text after the last </think> (all of it when there is none)."""
-    k = text.rfind(THINK_CLOSE)
-    return text if k < 0 else text[k + len(THINK_CLOSE) :]
-
-
-def extract_json_call(text: str) -> dict | None:
-    """The first JSON object with a "name" key after the reasoning, or None."""
-    body = after_think(text)
-    decoder = json.JSONDecoder()
-    for m in re.finditer(r"\{", body):
-        try:
-            obj, _ = decoder.raw_decode(body, m.start())
-        except (json.JSONDecodeError, RecursionError):
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
-            return obj
-    return None
-
-
-def _gold_answer(record: Record) -> str:
-    boxed = extract_boxed(record.answer)
-    return boxed if boxed is not None else record.answer
-
-
-def boxed_match(completion: str, record: Record) -> float:
-    """1.0 when the last \\boxed{...} of the completion equals the record's answer."""
-    pred = extract_boxed(after_think(completion))
-    return float(pred is not None and _norm(pred) == _norm(_gold_answer(record)))
-
-
-def tool_call_score(completion: str, record: Record) -> float:
-    """GTAPolicy overall score (tool + argument) / 2 of the completion's JSON call."""
-    call = extract_json_call(completion)
-    if call is None:
-        return 0.0
-    from trimpi.data.gta.metrics import score_tool_call
-
-    return float(score_tool_call(json.dumps(call), record.answer)["overall"])
+    return accuracy
 
 
 def accuracy_reward(completions: list[str], records: list[Record]) -> list[float]:
-    """Task accuracy in [0, 1]: tool-call overall score for task "gta", boxed exact match otherwise."""
-    out = []
-    for text, rec in zip(completions, records):
-        out.append(tool_call_score(text, rec) if rec.task == "gta" else boxed_match(text, rec))
-    return out
+    """Task accuracy in [0, 1]: exactly `trimpi.data.answers.score_answer(...).score`, the evaluation's
+    score (ClevrPolicy exact match, normalized match for general questions, GTA overall, ...), with
+    the default GTA text scorer."""
+    return accuracy_reward_with(_default_scoring())(completions, records)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_scoring() -> Scoring:
+    return Scoring()
 
 
 def format_reward(completions: list[str], records: list[Record]) -> list[float]:
-    """1.0 when the output has the expected shape: <think>…</think> then \\boxed{…}
-    (ClevrPolicy and other boxed tasks) or then a parseable JSON tool call (task "gta")."""
-    out = []
-    for text, rec in zip(completions, records):
-        if rec.task == "gta":
-            ok = _THINK_BLOCK.search(text) is not None and extract_json_call(text) is not None
-        else:
-            ok = _THINK_THEN_BOXED.search(text) is not None and extract_boxed(after_think(text)) is not None
-        out.append(float(ok))
-    return out
+    """1.0 when the output has the expected shape: a non-empty <think>…</think>, then an answer of the
+    record's type after it (\\boxed{…}, or a parseable JSON tool call for GTAPolicy)."""
+    return [float(format_ok(text, rec)) for text, rec in zip(completions, records)]
 
 
 BUILTIN_REWARDS: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward}
 
 
-def load_reward(spec: str) -> RewardFn:
+def load_reward(spec: str, scoring: Scoring | None = None) -> RewardFn:
     """A built-in name ("accuracy", "format") or an importable "package.module:function"."""
+    if spec == "accuracy" and scoring is not None:
+        return accuracy_reward_with(scoring)
     if spec in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[spec]
     if ":" not in spec:
@@ -137,14 +79,14 @@ def _safe_call(fn: RewardFn, completions: list[str], records: list[Record]) -> l
     try:
         values = [float(v) for v in fn(completions, records)]
         if len(values) == len(completions):
-            return [v if v == v else 0.0 for v in values]  # NaN -> 0
+            return [0.0 if math.isnan(v) else v for v in values]
     except Exception:  # noqa: BLE001 - a reward must never crash a step
         pass
     out = []
     for c, r in zip(completions, records):
         try:
             v = float(fn([c], [r])[0])
-            out.append(v if v == v else 0.0)
+            out.append(0.0 if math.isnan(v) else v)
         except Exception:  # noqa: BLE001
             out.append(0.0)
     return out
@@ -163,10 +105,11 @@ class RewardSpec:
             raise ConfigError(f"reward weights: no weight for {sorted(missing)}")
 
     @classmethod
-    def parse(cls, specs: Sequence[str], weights: str | None) -> RewardSpec:
+    def parse(cls, specs: Sequence[str], weights: str | None, scoring: Scoring | None = None) -> RewardSpec:
         """From CLI strings: specs like ["accuracy", "format", "mypkg.r:fn"], weights like
-        "accuracy=0.9,format=0.1" (default: 0.9/0.1 for the built-ins, 1.0 for others)."""
-        funcs = {s.split(":")[-1] if ":" in s else s: load_reward(s) for s in specs}
+        "accuracy=0.9,format=0.1" (default: 0.9/0.1 for the built-ins, 1.0 for others); `scoring`
+        sets accuracy's GTA text scorer and judge (default: the evaluation's default)."""
+        funcs = {s.split(":")[-1] if ":" in s else s: load_reward(s, scoring) for s in specs}
         w = {"accuracy": 0.9, "format": 0.1}
         w = {k: w.get(k, 1.0) for k in funcs}
         if weights:
