@@ -163,3 +163,40 @@ def test_training_arguments_carry_checkpointing_without_a_deprecation_warning(tm
             warnings.simplefilter("error", FutureWarning)
             args = training_arguments(opts, tmp_path / "ckpt")
         assert args.gradient_checkpointing is on
+
+
+class KillAfterLog(TrainerCallback):
+    """Raises once step `step`'s metrics are written: a kill between a log and the next checkpoint."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step >= self.step and "loss" in (logs or {}):
+            raise KeyboardInterrupt(f"killed after logging step {state.global_step}")
+
+
+def test_fault8_sft_resume_metrics_have_no_duplicate_steps(train_data, tmp_path):
+    opts = StageOptions(data=str(train_data), model="-", out=str(tmp_path / "o"), stage="cpt", lr=1e-3, batch_size=2,
+                        max_steps=6, save_steps=2, limit=4, progress=False)
+    model, processor = build_tiny("idefics3")
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(opts, callbacks=[KillAfterLog(3)], model=model, processor=processor)
+    metrics = tmp_path / "o" / "metrics.jsonl"
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+    model, processor = build_tiny("idefics3")
+    summary = run_stage(opts, model=model, processor=processor)  # resumes from checkpoint-2
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert summary["train_loss"] == pytest.approx(sum(losses) / 6, rel=1e-5)  # the whole run, not steps 3-6
+
+
+def test_fault8_trainer_metrics_stay_out_of_the_console(train_data, tmp_path, capsys):
+    for progress in (True, False):
+        model, processor = build_tiny("idefics3")
+        run_stage(StageOptions(data=str(train_data), model="-", out=str(tmp_path / str(progress)), stage="cpt",
+                               batch_size=2, max_steps=2, limit=4, progress=progress), model=model, processor=processor)
+        captured = capsys.readouterr()
+        assert "'loss'" not in captured.out + captured.err, progress
+        assert (tmp_path / str(progress) / "metrics.jsonl").read_text().count('"loss"') == 2

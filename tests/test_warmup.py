@@ -149,3 +149,22 @@ def test_existence_accuracy_counts_yes_and_no_by_likelihood(tmp_path):
     answers = [existence_question(rng, json.loads(open(it["scene"]).read()))[1] for it in items]
     assert got["questions"] == 4 and got["accuracy"] == answers.count("Yes.") / 4
     assert got["balanced_accuracy"] == pytest.approx(0.5 if "No." in answers else 1.0)
+
+
+def test_warmup_killed_during_its_evaluation_is_not_finished(tmp_path, monkeypatch):
+    import trimpi.train.warmup as warmup
+    from trimpi.train.stage import finished_summary
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    data = write_dataset(tmp_path / "d", n=4)
+    opts = WarmupOptions(data=str(data), out=str(tmp_path / "wu"), max_steps=2, batch_size=2, eval_scenes=2,
+                         save_steps=2, progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(warmup, "attribute_accuracy", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_warmup(opts)
+    assert (tmp_path / "wu" / "model.safetensors").is_file() and finished_summary(tmp_path / "wu") is None
+    summary = run_warmup(opts)  # resumes: training is done, the evaluation runs
+    assert summary["global_step"] == 2 and finished_summary(tmp_path / "wu")["attribute_accuracy"]["scenes"] == 2

@@ -28,16 +28,17 @@ SaveSteps = Annotated[int, typer.Option(help="Checkpoint every N steps (a rerun 
 ReportTo = Annotated[str, typer.Option(help="none, tensorboard, wandb (comma-separated), as in TrainingArguments.")]
 Merge = Annotated[bool, typer.Option(help="Merge LoRA into the saved checkpoint.")]
 Overwrite = Annotated[bool, typer.Option(help="Train again over a finished output directory.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 
 
 def _stage(stage: str, target: str, data, model, out, epochs, lr, batch_size, grad_accum, lora_rank, max_steps, seed,
-           save_steps, report_to, merge_lora, overwrite, split, limit) -> None:
+           save_steps, report_to, merge_lora, overwrite, split, limit, progress) -> None:
     from trimpi.train.sft import StageOptions, run_stage
 
     opts = StageOptions(data=str(data), model=model, out=str(out), stage=stage, target=target, split=split,
                         epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, lora_rank=lora_rank,
                         merge_lora=merge_lora, max_steps=max_steps, seed=seed, save_steps=save_steps,
-                        report_to=report_to, limit=limit, overwrite=overwrite)
+                        report_to=report_to, limit=limit, overwrite=overwrite, progress=progress)
     summary = run_stage(opts)
     typer.echo(f"{stage}: {summary['global_step']} steps, train loss {summary['train_loss']:.4f} → {out}")
 
@@ -49,10 +50,11 @@ def cpt(
     save_steps: SaveSteps = 50, report_to: ReportTo = "none", merge_lora: Merge = True, overwrite: Overwrite = False,
     split: Annotated[str | None, typer.Option(help="JSONL split to read (default: train_cot).")] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N records.")] = None,
+    progress: Progress = True,
 ) -> None:
     """VM-CPT: loss on every non-visual token of [policy, images, query, reasoning, answer]."""
     _stage("cpt", "cot", data, model, out, epochs, lr, batch_size, grad_accum, lora_rank, max_steps, seed,
-           save_steps, report_to, merge_lora, overwrite, split, limit)
+           save_steps, report_to, merge_lora, overwrite, split, limit, progress)
 
 
 @app.command("sft")
@@ -64,10 +66,11 @@ def sft(
     merge_lora: Merge = True, overwrite: Overwrite = False,
     split: Annotated[str | None, typer.Option(help="JSONL split (default: train_cot for cot, train for answer).")] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N records.")] = None,
+    progress: Progress = True,
 ) -> None:
     """SFT without the policy in the prompt: loss on the assistant target only."""
     _stage("sft", target, data, model, out, epochs, lr, batch_size, grad_accum, lora_rank, max_steps, seed,
-           save_steps, report_to, merge_lora, overwrite, split, limit)
+           save_steps, report_to, merge_lora, overwrite, split, limit, progress)
 
 
 @app.command("warmup")
@@ -90,6 +93,7 @@ def warmup(
         help="Vision pre-training steps (existence labels from scene graphs) before captioning.")] = 0,
     vision_lr: Annotated[float, typer.Option(help="Vision pre-training learning rate.")] = 1e-3,
     vision_batch_size: Annotated[int, typer.Option(help="Vision pre-training batch size (images).")] = 32,
+    progress: Progress = True,
 ) -> None:
     """Perception warm-up: caption scene graphs so a fresh vision tower names object attributes."""
     from trimpi.train.warmup import WarmupOptions, run_warmup
@@ -100,6 +104,6 @@ def warmup(
                                        overwrite=overwrite, questions=questions,
                                        vision_first_steps=vision_first_steps, vision_steps=vision_steps,
                                        vision_lr=vision_lr, vision_batch_size=vision_batch_size,
-                                       existence=existence, captions=captions))
+                                       existence=existence, captions=captions, progress=progress))
     acc = summary.get("attribute_accuracy")
     typer.echo(f"warmup: {summary['global_step']} steps → {out}" + (f"; attribute accuracy {acc}" if acc else ""))

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from trimpi.data.io import write_json
 from trimpi.errors import ConfigError
 from trimpi.train.collate import Collator
 from trimpi.train.logprobs import IGNORE_INDEX, token_logprobs
+from trimpi.train.stage import CHECKPOINTS_DIR, mark_finished, prepare_stage_dir
 
 SMALL_MODEL_PARAMS = 300_000_000  # below this, CPU-friendly defaults apply
 
@@ -49,6 +49,7 @@ class StageOptions:
     gradient_checkpointing: bool = False
     limit: int | None = None
     overwrite: bool = False
+    progress: bool = True
 
 
 # Paper (SPEC §4) for real models; CPU-sized for small ones: (epochs, lr, batch, lora_rank).
@@ -125,7 +126,7 @@ def training_arguments(opts: StageOptions, checkpoints: Path):
         dataloader_num_workers=0,
         **{checkpointing: opts.gradient_checkpointing},
         ddp_find_unused_parameters=True,
-        disable_tqdm=False,
+        disable_tqdm=not opts.progress,
         save_only_model=False,
     )
 
@@ -157,19 +158,20 @@ def stage_trainer_class():
     return StageTrainer
 
 
-def run_stage(opts: StageOptions, callbacks=(), model=None, processor=None, examples=None) -> dict:
+def run_stage(opts: StageOptions, callbacks=(), model=None, processor=None, examples=None, mark: bool = True) -> dict:
     """Train one cpt/sft stage and save a merged checkpoint to `opts.out`; returns the summary.
 
     model/processor: an already loaded model (default: load `opts.model`); examples: ready
-    chat examples (default: built from `opts.data` for the stage).
+    chat examples (default: built from `opts.data` for the stage). mark: write the finished
+    marker; a stage that runs this one inside (the warm-up) passes False and marks it itself.
+    An unfinished `opts.out` resumes from its last checkpoint.
     """
     from trimpi.models.loading import load_model, save_checkpoint
     from trimpi.models.lora import apply_lora, merge_lora
-    from trimpi.train.callbacks import MetricsJsonl
+    from trimpi.train.callbacks import MetricsJsonl, quiet_console
     from trimpi.train.examples import build_examples
 
-    out = Path(opts.out)
-    _check_out(out, opts.overwrite)
+    out = prepare_stage_dir(opts.out, opts.overwrite)
     if examples is None:
         examples = build_examples(opts.data, opts.stage, opts.target, opts.split, opts.limit)
     if model is None:
@@ -180,34 +182,22 @@ def run_stage(opts: StageOptions, callbacks=(), model=None, processor=None, exam
         model = apply_lora(model, opts.lora_rank)
     mode = "all_but_visual" if opts.stage == "cpt" else "completion"
     collator = Collator(processor, mode, padding_side=opts.padding_side, config=model.config)
-    checkpoints = out / "checkpoints"
+    checkpoints = out / CHECKPOINTS_DIR
+    metrics = MetricsJsonl(out)
     trainer = stage_trainer_class()(
         model=model, args=training_arguments(opts, checkpoints), train_dataset=examples, data_collator=collator,
-        processing_class=processor, compute_loss_func=masked_token_loss, callbacks=[MetricsJsonl(out / "metrics.jsonl"), *callbacks],
+        processing_class=processor, compute_loss_func=masked_token_loss, callbacks=[metrics, *callbacks],
     )
+    quiet_console(trainer, opts.progress)
     result = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
     summary = {"stage": opts.stage, "target": opts.target, "examples": len(examples),
-               "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+               "global_step": trainer.state.global_step,
+               "train_loss": metrics.train_loss(result.training_loss, trainer.state.global_step),
                "options": dataclasses.asdict(opts)}
     if trainer.is_world_process_zero():
         final = merge_lora(trainer.model) if opts.merge_lora else trainer.model
         save_checkpoint(final, processor, out)
-        write_json(out / "trimpi_stage.json", summary)
+        if mark:
+            mark_finished(out, summary)
     trainer.accelerator.wait_for_everyone()
     return summary
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse to train over a finished stage unless asked; an unfinished one resumes."""
-    from trimpi.errors import TrimpiError
-
-    if out.exists() and not out.is_dir():
-        raise TrimpiError(f"{out}: exists and is not a directory")
-    if (out / "trimpi_stage.json").is_file() and not overwrite:
-        raise TrimpiError(f"{out}: already holds a finished stage (pass --overwrite to train again)")
-    if overwrite and (out / "trimpi_stage.json").is_file():
-        import shutil
-
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        (out / "trimpi_stage.json").unlink()
-        (out / "metrics.jsonl").unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from trimpi.data.io import read_json, write_json
+from trimpi.data.io import read_json, write_bytes_atomic, write_json
 from trimpi.errors import TrimpiError
 
 STAGE_MARKER = "trimpi_stage.json"
@@ -48,3 +48,23 @@ def prepare_stage_dir(out: str | Path, overwrite: bool) -> Path:
         (out / METRICS_FILE).unlink(missing_ok=True)
         (out / STAGE_MARKER).unlink()
     return out
+
+
+def resume_metrics(out: str | Path, step: int) -> list[dict[str, Any]]:
+    """Keep the metrics rows of steps up to `step` (where the run resumes; 0 for a fresh start) and
+    return them, so a resumed run's metrics have each step once. A torn last line (a kill while
+    appending) is dropped."""
+    import json
+
+    path = Path(out) / METRICS_FILE
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            rows.append(row)
+    if path.is_file():
+        write_bytes_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+    return rows

@@ -27,12 +27,20 @@ from pathlib import Path
 
 import torch
 
-from trimpi.data.io import read_json, write_json
+from trimpi.data.io import read_json
 from trimpi.data.schema import load_records
 from trimpi.errors import ConfigError, DataError
-from trimpi.train.captions import (ATTRIBUTES, CAPTION_PROMPT, QUESTIONS, attribute_scores, caption, existence_question,
-                                   question_answer)
+from trimpi.train.captions import (
+    ATTRIBUTES,
+    CAPTION_PROMPT,
+    QUESTIONS,
+    attribute_scores,
+    caption,
+    existence_question,
+    question_answer,
+)
 from trimpi.train.perception import is_vision_parameter
+from trimpi.train.stage import CHECKPOINTS_DIR, mark_finished, prepare_stage_dir
 
 TRAIN_FILES = ("train.jsonl", "train_cot.jsonl", "general_test.jsonl")
 EVAL_FILES = ("test.jsonl",)
@@ -253,24 +261,28 @@ def policy_questions(data: str | Path, items: list[dict]) -> list[tuple[int, dic
 
 
 def run_warmup(opts: WarmupOptions, callbacks=()) -> dict:
-    """Caption-train `opts.model` (default: a fresh micro preset) on the dataset's scenes; save to `opts.out`."""
+    """Caption-train `opts.model` (default: a fresh micro preset) on the dataset's scenes; save to `opts.out`.
+
+    The inner SFT stage does not mark the directory: it is finished only once the held-out
+    evaluation is written too, so a warm-up killed during its evaluation resumes (and skips the
+    training its checkpoints already hold)."""
     from trimpi.models.loading import load_model
     from trimpi.train.sft import StageOptions, last_checkpoint, run_stage
 
+    out = prepare_stage_dir(opts.out, opts.overwrite)
     train_items, eval_items = warmup_items(opts.data, opts.eval_scenes)
     if not train_items:
         raise DataError(f"{opts.data}: no records with a scene graph and one image to caption")
     model, processor = load_model(opts.model, dtype="float32", device="cpu", data=opts.data, seed=opts.seed)
     vision = None
-    if opts.vision_steps > 0 and last_checkpoint(Path(opts.out) / "checkpoints") is None:  # a resume has it
+    if opts.vision_steps > 0 and last_checkpoint(out / CHECKPOINTS_DIR) is None:  # a resume has it
         vision = pretrain_vision_on(model, processor, train_items, eval_items, opts)
     stage = StageOptions(data=opts.data, model=opts.model, out=opts.out, stage="sft", epochs=opts.epochs, lr=opts.lr,
                          batch_size=opts.batch_size, grad_accum=opts.grad_accum, lora_rank=0, max_steps=opts.max_steps,
-                         seed=opts.seed, save_steps=opts.save_steps, report_to=opts.report_to,
-                         overwrite=opts.overwrite)
+                         seed=opts.seed, save_steps=opts.save_steps, report_to=opts.report_to, progress=opts.progress)
     if opts.vision_first_steps > 0:
         callbacks = [*callbacks, vision_first_callback(opts.vision_first_steps)]
-    summary = run_stage(stage, callbacks=callbacks, model=model, processor=processor,
+    summary = run_stage(stage, callbacks=callbacks, model=model, processor=processor, mark=False,
                         examples=caption_examples(train_items, opts.questions, opts.seed, opts.existence,
                                                   opts.captions))
     summary["stage"] = "warmup"
@@ -281,5 +293,5 @@ def run_warmup(opts: WarmupOptions, callbacks=()) -> dict:
     if eval_items and opts.existence:
         summary["existence_accuracy"] = existence_accuracy(model, processor, eval_items, opts.seed)
     summary["options"] = dataclasses.asdict(opts)
-    write_json(Path(opts.out) / "trimpi_stage.json", summary)
+    mark_finished(out, summary)
     return summary
