@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from test_eval_fixtures import one_thread
 from trimpi.data.gta.scorers import lexical_scorer
 from trimpi.data.schema import Record
 from trimpi.errors import ModelError
