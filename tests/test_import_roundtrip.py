@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from test_eval_fixtures import make_clevr
 from trimpi.data.gta.build import build_gta
 from trimpi.data.gta.scorers import LexicalScorer
 from trimpi.data.imports import ImportOptions, import_dataset
@@ -55,9 +54,9 @@ def reimport(native: Path, tmp: Path, policies: list[str], overrides: list[str])
 
 
 @pytest.fixture(scope="module")
-def clevr_pair(tmp_path_factory):
+def clevr_pair(dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rt-clevr")
-    native = make_clevr(tmp)
+    native = dataset
     pol = [str(p) for p in sorted((native / "policies").glob("*.json"))]
     over = [str(p) for p in sorted((native / "override_policies").glob("*.json"))]
     return native, reimport(native, tmp, pol, over)

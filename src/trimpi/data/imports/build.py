@@ -79,12 +79,17 @@ def response_for(ex: Example, answer_type: str | None) -> str:
 
 
 def assign_splits(examples: list[Example], fraction: float, seed: int) -> None:
-    """Rows without a split go to test with probability `fraction`, decided per group (or id) by a seeded hash."""
+    """Rows without a split: round(fraction · groups) groups (a row's group, or its id) go to test, the rest to
+    train. Groups are ordered by a seeded hash, so the split does not depend on row order."""
+    keys = sorted({ex.group or ex.id for ex in examples if ex.split is None},
+                  key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).digest())
+    n_test = round(len(keys) * fraction)
+    if fraction > 0 and len(keys) >= 2:
+        n_test = min(max(n_test, 1), len(keys) - 1)
+    test = set(keys[:n_test])
     for ex in examples:
         if ex.split is None:
-            key = f"{seed}:{ex.group or ex.id}".encode()
-            u = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
-            ex.split = "test" if u < fraction else "train"
+            ex.split = "test" if (ex.group or ex.id) in test else "train"
 
 
 def check_example(ex: Example, policies: dict[str, PolicyDoc], overrides: dict[str, PolicyDoc],
