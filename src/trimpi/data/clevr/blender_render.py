@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from trimpi.data.clevr import render as rn
+from trimpi.data.clevr import raycast as rc
 from trimpi.data.clevr import scene as sc
 from trimpi.errors import TrimpiError
 
@@ -47,7 +47,7 @@ def scene_job(scene: dict, path: Path) -> dict:
     objects = []
     for obj in scene["objects"]:
         x, y = obj["3d_coords"][:2]
-        r = sc.object_radius(obj)
+        r = rc.object_radius(obj)
         objects.append({"kind": obj["shape"], "center": [x, y, r], "r": r, "rotation": float(obj["rotation"]),
                         "rgb": [c / 255.0 for c in sc.COLORS[obj["color"]]], "metal": obj["material"] == "metal"})
     return {"path": str(Path(path).resolve()), "objects": objects}
@@ -56,11 +56,11 @@ def scene_job(scene: dict, path: Path) -> dict:
 def make_job(scenes: list[dict], paths: list[Path], width: int, height: int) -> dict:
     """The JSON job read by _bpy_script.py."""
     return {
-        "width": width, "height": height, "samples": SAMPLES, "ambient": rn.AMBIENT,
-        "ground_albedo": rn.GROUND_ALBEDO, "sun_scale": SUN_SCALE,
-        "camera": {"location": list(sc.CAMERA_LOCATION), "rotation_deg": list(sc.CAMERA_ROTATION_DEG),
-                   "lens_mm": sc.CAMERA_LENS_MM, "sensor_mm": sc.CAMERA_SENSOR_MM},
-        "lights": [[list(d), i] for d, i, _ in rn.LIGHTS],
+        "width": width, "height": height, "samples": SAMPLES, "ambient": rc.AMBIENT,
+        "ground_albedo": rc.GROUND_ALBEDO, "sun_scale": SUN_SCALE,
+        "camera": {"location": list(rc.CAMERA_LOCATION), "rotation_deg": list(rc.CAMERA_ROTATION_DEG),
+                   "lens_mm": rc.CAMERA_LENS_MM, "sensor_mm": rc.CAMERA_SENSOR_MM},
+        "lights": [[list(d), i] for d, i, _ in rc.LIGHTS],
         "images": [scene_job(s, p) for s, p in zip(scenes, paths)],
     }
 

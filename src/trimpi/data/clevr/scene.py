@@ -1,4 +1,6 @@
-"""CLEVR-style scene sampling: attributes, the fixed camera, and scene graphs in CLEVR v1.0's JSON schema.
+"""CLEVR-style scene sampling: attributes and scene graphs in CLEVR v1.0's JSON schema.
+
+The camera, object sizes and the object-id buffer come from `raycast` (shared with the renderers).
 
 Sampling follows CLEVR's `render_images.py`: positions uniform in [-3, 3]^2, a minimum gap between objects
 (`MIN_DIST`), a minimum left/right/front/behind margin (`MARGIN`), a whole-scene restart after too many
@@ -11,6 +13,9 @@ import math
 
 import numpy as np
 
+from trimpi.data.clevr.raycast import SIZES, camera_basis, object_id_buffer, object_radius, project
+from trimpi.errors import ConfigError
+
 SHAPES = ("cube", "sphere", "cylinder")
 COLORS: dict[str, tuple[int, int, int]] = {
     "gray": (87, 87, 87),
@@ -22,7 +27,6 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "cyan": (41, 208, 208),
     "yellow": (255, 238, 51),
 }
-SIZES: dict[str, float] = {"large": 0.7, "small": 0.35}
 MATERIALS = ("rubber", "metal")
 ATTRIBUTES = {"shape": SHAPES, "color": tuple(COLORS), "size": tuple(SIZES), "material": MATERIALS}
 
@@ -31,39 +35,6 @@ MARGIN = 0.4  # CLEVR --margin
 MAX_RETRIES = 50  # CLEVR --max_retries
 MAX_SCENE_ATTEMPTS = 2000  # whole-scene restarts before giving up (CLEVR retries forever)
 EXTENT = 3.0  # objects are placed in [-EXTENT, EXTENT]^2
-
-# CLEVR's camera (Blender's default camera of base_scene.blend): location, XYZ Euler angles, 35 mm lens on
-# a 32 mm sensor fitted horizontally.
-CAMERA_LOCATION = (7.3589, -6.9258, 4.9583)
-CAMERA_ROTATION_DEG = (63.559, 0.0, 46.692)
-CAMERA_LENS_MM = 35.0
-CAMERA_SENSOR_MM = 32.0
-
-
-def camera_basis() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(origin, right, up, forward) of the camera in world coordinates (z up)."""
-    ax, _, az = (math.radians(a) for a in CAMERA_ROTATION_DEG)
-    right = np.array([math.cos(az), math.sin(az), 0.0])
-    up = np.array([-math.cos(ax) * math.sin(az), math.cos(ax) * math.cos(az), math.sin(ax)])
-    forward = np.array([-math.sin(ax) * math.sin(az), math.sin(ax) * math.cos(az), -math.cos(ax)])
-    return np.array(CAMERA_LOCATION), right, up, forward
-
-
-def half_extents(width: int, height: int) -> tuple[float, float]:
-    """Image-plane half width and half height at unit distance (sensor fitted to the width)."""
-    sx = CAMERA_SENSOR_MM / 2.0 / CAMERA_LENS_MM
-    return sx, sx * height / width
-
-
-def project(point, width: int, height: int) -> tuple[float, float, float]:
-    """World point -> (x, y, depth): pixel position (origin top-left, continuous) and view depth."""
-    origin, right, up, forward = camera_basis()
-    d = np.asarray(point, dtype=float) - origin
-    depth = float(d @ forward)
-    sx, sy = half_extents(width, height)
-    u = (d @ right) / (depth * sx)
-    v = (d @ up) / (depth * sy)
-    return (u + 1.0) / 2.0 * width, (1.0 - v) / 2.0 * height, depth
 
 
 def pixel_coords(point, width: int, height: int) -> list:
@@ -94,12 +65,6 @@ def relationships(objects: list[dict], dirs: dict[str, list[float]], eps: float 
         out[name] = [[j for j in range(len(objects)) if j != i and proj[j] - proj[i] > eps]
                      for i in range(len(objects))]
     return out
-
-
-def object_radius(obj: dict) -> float:
-    """The primitive's scale r: sphere radius; cylinder radius and half height; cube half side (CLEVR's r/sqrt2)."""
-    r = SIZES[obj["size"]]
-    return r / math.sqrt(2.0) if obj["shape"] == "cube" else r
 
 
 def _placement_ok(x: float, y: float, r: float, placed: list[tuple[float, float, float]],
@@ -140,8 +105,6 @@ def _try_layout(rng: np.random.Generator, count: int, dirs: dict[str, list[float
 
 def visible_pixel_counts(objects: list[dict], width: int, height: int) -> np.ndarray:
     """Visible pixels of each object in the renderer's object-id buffer at width x height."""
-    from trimpi.data.clevr.render import object_id_buffer  # render imports this module
-
     ids = object_id_buffer({"objects": objects}, width, height)
     return np.bincount(ids[ids >= 0].ravel().astype(np.int64), minlength=len(objects))
 
@@ -154,8 +117,6 @@ def sample_scene(rng: np.random.Generator, width: int, height: int, image_filena
     fraction of the image). Deterministic given the generator's state.
     """
     if not 1 <= min_objects <= max_objects:
-        from trimpi.errors import ConfigError
-
         raise ConfigError(f"object count range {min_objects}..{max_objects} is empty")
     dirs = directions()
     count = int(rng.integers(min_objects, max_objects + 1))  # kept across restarts, as CLEVR does
@@ -164,8 +125,6 @@ def sample_scene(rng: np.random.Generator, width: int, height: int, image_filena
         if objects is not None and visible_pixel_counts(objects, width, height).min() >= min_pixels:
             break
     else:
-        from trimpi.errors import ConfigError
-
         raise ConfigError(f"no layout of {count} objects leaves each visible by {min_pixels} pixels at "
                           f"{width}x{height} after {MAX_SCENE_ATTEMPTS} tries: lower min_pixels or the count")
     for obj in objects:
