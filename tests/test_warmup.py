@@ -5,13 +5,26 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from tests._fixtures_train import write_dataset
+
+from trimpi.data.clevr.captions import (
+    QUESTIONS,
+    attribute_scores,
+    caption,
+    existence_question,
+    parse_caption,
+    question_answer,
+)
 from trimpi.errors import ConfigError
-from trimpi.train.captions import (QUESTIONS, attribute_scores, caption, existence_question, parse_caption,
-                                   question_answer)
-from trimpi.train.warmup import (WarmupOptions, caption_examples, existence_accuracy, is_vision_parameter, run_warmup,
-                                 scene_items, vision_first_callback)
+from trimpi.train.warmup import (
+    WarmupOptions,
+    caption_examples,
+    existence_accuracy,
+    is_vision_parameter,
+    run_warmup,
+    scene_items,
+    vision_first_callback,
+)
 
 SCENE = {"objects": [
     {"shape": "sphere", "color": "red", "size": "large", "material": "metal", "pixel_coords": [90, 40, 5]},

@@ -111,6 +111,18 @@ def load_records(path: str | Path) -> list[Record]:
     return [Record.from_dict(row, where=f"{path}:{i + 1}") for i, row in enumerate(iter_jsonl(path))]
 
 
+def dataset_texts(data: str | Path) -> list[str]:
+    """Every text of a dataset directory (queries, targets, policies): tokenizer training material."""
+    root = Path(data)
+    texts: list[str] = []
+    for path in sorted(root.glob("*.jsonl")):
+        for r in load_records(path):
+            texts += [r.query, r.response, r.reasoning or "", r.answer]
+    for path in sorted((root / "policies").glob("*.json")) if (root / "policies").is_dir() else []:
+        texts.append(load_policy(path).text)
+    return [t for t in texts if t]
+
+
 def _text_and_images(text: str, images: list[Path]) -> list[dict[str, Any]]:
     """Split text at IMAGE_MARKER into interleaved text / image content blocks."""
     parts = text.split(IMAGE_MARKER)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from trimpi.data.clevr.captions import caption_vocabulary
+from trimpi.data.schema import dataset_texts
 from trimpi.errors import ModelError
 from trimpi.models.tiny import TinySize, build_idefics3
 from trimpi.models.tokenizer import chatml_template, train_bpe_tokenizer
@@ -27,9 +29,6 @@ SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def preset_texts(data: str | Path | None = None, texts: Iterable[str] | None = None) -> list[str]:
     """Tokenizer training text: the dataset's own text plus the warm-up caption vocabulary."""
-    from trimpi.train.captions import caption_vocabulary
-    from trimpi.train.examples import dataset_texts
-
     out = list(texts or [])
     if data is not None:
         out += dataset_texts(data)
@@ -59,8 +58,14 @@ def smollm2_gguf() -> Path:
 
 def build_smol(seed: int = 0):
     """(model, processor): SmolLM2-135M-Instruct text tower + a random 112 px vision tower."""
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, Idefics3Config, Idefics3ForConditionalGeneration,
-                              Idefics3ImageProcessorPil, Idefics3Processor)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
 
     gguf = smollm2_gguf()
     try:

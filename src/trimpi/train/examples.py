@@ -65,16 +65,3 @@ def build_examples(
         out.append({"id": r.id, "messages": messages})
     return out
 
-
-def dataset_texts(data: str | Path) -> list[str]:
-    """Every text of a dataset directory (queries, targets, policies): tokenizer training material."""
-    root = Path(data)
-    texts: list[str] = []
-    for path in sorted(root.glob("*.jsonl")):
-        for r in load_records(path):
-            texts += [r.query, r.response, r.reasoning or "", r.answer]
-    for path in sorted((root / "policies").glob("*.json")) if (root / "policies").is_dir() else []:
-        from trimpi.data.schema import load_policy
-
-        texts.append(load_policy(path).text)
-    return [t for t in texts if t]

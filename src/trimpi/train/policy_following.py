@@ -133,9 +133,9 @@ def in_context_examples(settings: list[Path], excluded: set[str]) -> tuple[list[
 
 def make_init(opts: BaseOptions, out: Path) -> None:
     """The fresh model, saved once (a micro tokenizer is trained on the base's and `texts_from` text)."""
+    from trimpi.data.schema import dataset_texts
     from trimpi.models.loading import load_model, save_checkpoint
     from trimpi.models.presets import build_micro
-    from trimpi.train.examples import dataset_texts
 
     if (out / "config.json").is_file():
         return

@@ -27,10 +27,7 @@ from pathlib import Path
 
 import torch
 
-from trimpi.data.io import read_json
-from trimpi.data.schema import load_records
-from trimpi.errors import ConfigError, DataError
-from trimpi.train.captions import (
+from trimpi.data.clevr.captions import (
     ATTRIBUTES,
     CAPTION_PROMPT,
     QUESTIONS,
@@ -39,6 +36,9 @@ from trimpi.train.captions import (
     existence_question,
     question_answer,
 )
+from trimpi.data.io import read_json
+from trimpi.data.schema import load_records
+from trimpi.errors import ConfigError, DataError
 from trimpi.train.perception import is_vision_parameter
 from trimpi.train.stage import CHECKPOINTS_DIR, mark_finished, prepare_stage_dir
 
