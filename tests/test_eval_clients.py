@@ -118,7 +118,7 @@ def test_boxed_scoring():
 
 def test_inputs_follow_the_model_dtype(tmp_path):
     """A bf16 model gets bf16 pixel values (the processor makes fp32); integer tensors keep their dtype."""
-    from trimpi.eval.generate import DeviceProcessor
+    from trimpi.generation.prompts import to_model
     from trimpi.models.tiny import build_tiny
 
     model, processor = build_tiny("idefics3")
@@ -126,11 +126,9 @@ def test_inputs_follow_the_model_dtype(tmp_path):
     Image.new("RGB", (112, 112), (200, 30, 30)).save(tmp_path / "c.png")
     conv = [{"role": "user", "content": [{"type": "image", "path": str(tmp_path / "c.png")},
                                          {"type": "text", "text": "a small red metal cube"}]}]
-    wrapped = DeviceProcessor(processor, torch.device("cpu"), torch.bfloat16)
     text = processor.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-    out = wrapped(text=[text], images=[[Image.open(tmp_path / "c.png")]], return_tensors="pt")
+    out = to_model(processor(text=[text], images=[[Image.open(tmp_path / "c.png")]], return_tensors="pt"), model)
     assert out["pixel_values"].dtype == torch.bfloat16 and out["input_ids"].dtype == torch.long
-    assert wrapped.tokenizer is processor.tokenizer
     assert isinstance(LocalClient(model, processor).complete([conv], max_tokens=3)[0], str)
 
 

@@ -12,7 +12,6 @@ from trimpi.train.rl.core_algos import (
     clipped_policy_loss,
     group_advantages,
     kl_k3,
-    truncation_mask,
     zero_std_groups,
 )
 
@@ -92,8 +91,3 @@ def test_micro_batch_split_gives_same_gradient(loss_type):
     for g in grads[1:]:
         assert torch.allclose(g, grads[0], atol=1e-6)
 
-
-def test_truncation_mask():
-    mask = torch.ones(2, 3)
-    out = truncation_mask(torch.tensor([True, False]), mask)
-    assert out.tolist() == [[0, 0, 0], [1, 1, 1]]

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from trimpi.eval.generate import DeviceProcessor, model_device, model_dtype
-from trimpi.generation.prompts import Prompt, processor_inputs
+from trimpi.eval.generate import model_device
+from trimpi.generation.prompts import Prompt, processor_inputs, to_model
 
 
 def prompt_tokens(processor, prompt: Prompt) -> int:
@@ -34,8 +34,7 @@ def _sync(device: torch.device) -> None:
 def prefill_seconds(model, processor, prompt: Prompt, repeats: int = 3, warmup: int = 1) -> float:
     """Median seconds of a forward pass that fills the KV cache for one prompt."""
     device = model_device(model)
-    wrapped = DeviceProcessor(processor, device, model_dtype(model))
-    inputs = processor_inputs(wrapped, [prompt], padding_side="left")
+    inputs = to_model(processor_inputs(processor, [prompt], padding_side="left"), model)
     was_training = model.training
     model.eval()
     times = []

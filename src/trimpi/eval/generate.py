@@ -1,15 +1,13 @@
 """Batched greedy generation for evaluation, on top of the RL generation engines.
 
 `GenerationEngine.generate` samples; greedy decoding is sampling with top_k = 1 (only the
-arg-max token survives), so any engine serves evaluation unchanged. `DeviceProcessor` is a
-thin adapter for `HFGenerateEngine`, which hands the processor's CPU tensors straight to
-`model.generate`: it moves them to the model's device (and floating tensors to its dtype).
+arg-max token survives), so any engine serves evaluation unchanged (`HFGenerateEngine` moves
+the processor's tensors to the model's device and dtype itself).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -19,39 +17,13 @@ from trimpi.generation.engine import Completion, GenerationEngine, HFGenerateEng
 from trimpi.generation.prompts import Prompt, PromptBuilder
 
 
-class DeviceProcessor:
-    """Wraps a processor so that its outputs land on `device` (floating tensors cast to `dtype`)."""
-
-    def __init__(self, processor, device: torch.device, dtype: torch.dtype | None = None):
-        self._processor = processor
-        self._device = device
-        self._dtype = dtype
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._processor, name)
-
-    def __call__(self, *args, **kwargs):
-        out = self._processor(*args, **kwargs)
-        for key, value in list(out.items()):
-            if isinstance(value, torch.Tensor):
-                if value.is_floating_point() and self._dtype is not None:
-                    value = value.to(dtype=self._dtype)
-                out[key] = value.to(self._device)
-        return out
-
-
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def model_dtype(model) -> torch.dtype:
-    return next(model.parameters()).dtype
-
-
 def make_engine(model, processor, batch_size: int) -> HFGenerateEngine:
-    """An HF generate engine on `model` whose inputs follow the model's device and dtype."""
-    wrapped = DeviceProcessor(processor, model_device(model), model_dtype(model))
-    return HFGenerateEngine(model, wrapped, batch_size=batch_size)
+    """An HF generate engine on `model` (its inputs follow the model's device and dtype)."""
+    return HFGenerateEngine(model, processor, batch_size=batch_size)
 
 
 # Generation-config fields that would bend greedy decoding away from the arg-max, and their neutral values.

@@ -140,17 +140,8 @@ def aggregate_loss(
     return masked.sum() / max(norm.num_tokens, 1) * norm.world_size
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of values (N, T) over mask (N, T); 0 when the mask is empty. Returns a scalar."""
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Per-position entropy of the softmax over the last dim. logits (..., V) -> (...)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
 
-
-def truncation_mask(truncated: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero the mask rows of truncated completions. truncated (N,) bool, mask (N, T) -> (N, T)."""
-    return mask * (~truncated).to(mask.dtype).unsqueeze(-1)
