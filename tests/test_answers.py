@@ -15,8 +15,9 @@ from trimpi.data.answers import (
     score_answer,
 )
 from trimpi.data.gta.scorers import lexical_scorer
-from trimpi.data.schema import Record
+from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import ConfigError, DataError
+from trimpi.eval.judge import AnswerJudge
 from trimpi.eval.scoring import score_example
 from trimpi.train.rl.rewards import RewardSpec, accuracy_reward, format_reward
 
@@ -186,3 +187,32 @@ def test_format_follows_the_answer_type():
     assert not format_ok("\\boxed{3}", numeric)
     gta = rec("gta", json.dumps({"name": "OCR_v1", "arguments": {}}))
     assert format_reward(['<think>x</think>{"name": "OCR_v1"}', "<think>x</think>{oops"], [gta] * 2) == [1.0, 0.0]
+
+
+class FakeClient:
+    name = "fake-llm"
+
+    def __init__(self, reply):
+        self.reply, self.seen = reply, []
+
+    def complete(self, conversations, max_tokens=512, temperature=0.0):
+        self.seen += conversations
+        return [self.reply] * len(conversations)
+
+
+def test_eval_wires_an_llm_answer_judge_with_policy_and_rubric(tmp_path):
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.json").write_text(json.dumps({"name": "P", "text": "Always greet first.",
+                                                              "images": []}))
+    r = Record(id="g1", task="support", query="Hi?", answer="Hello! How can I help?", response="",
+               policy_path="policies/p.json", answer_type={"type": "judge", "rubric": "greets first"})
+    client = FakeClient("Greets first and helps.\nScore: 9")
+    row = score_example(r, "<think>greet</think>Hello there, how can I help?", LEX,
+                        AnswerJudge(client, PolicyStore(tmp_path)))
+    assert row["score"] == pytest.approx(0.9) and row["judge"] == "fake-llm"
+    assert row["judge_reply"].endswith("Score: 9") and "{rubric}" in row["judge_prompt"]
+    prompt = client.seen[0][0]["content"][0]["text"]
+    assert "Always greet first." in prompt and "greets first" in prompt and "Hello there" in prompt
+    assert "<think>" not in prompt  # the judge sees the answer, not the reasoning
+    unreadable = score_example(r, "Hello", LEX, AnswerJudge(FakeClient("no rating"), PolicyStore(tmp_path)))
+    assert unreadable["score"] == 0.0 and unreadable["judge_unparsed"]

@@ -26,7 +26,7 @@ from trimpi.eval import files
 from trimpi.eval.client import ChatClient
 from trimpi.eval.forgetting import baseline_from_file, compare
 from trimpi.eval.generate import build_prompts, generate_texts, make_engine, neutralize_generation_config
-from trimpi.eval.judge import judge_rows, summarize_judge
+from trimpi.eval.judge import AnswerJudge, judge_rows, summarize_judge
 from trimpi.eval.protocols import PROTOCOLS, check_files, inapplicable, resolve_datasets
 from trimpi.eval.referral import score_referral, summarize_referral
 from trimpi.eval.scoring import score_example, summarize
@@ -89,6 +89,7 @@ class DatasetEval:
         self.subject, self.dataset, self.out, self.opts = subject, Path(dataset), Path(out), opts
         self.scorer, self.judge = scorer, judge
         self.store = PolicyStore(self.dataset)
+        self.answer_judge = AnswerJudge(judge, self.store) if judge is not None else None
         self.builder = PromptBuilder(subject.processor, self.dataset, placement=opts.placement)
         self.scores: dict[str, Any] = {"dataset": self.dataset.name, "data": str(self.dataset), **(meta or {}),
                                        "protocols": previous_protocols(self.out, subject.name, self.dataset)}
@@ -118,7 +119,7 @@ class DatasetEval:
             rows.append({
                 "id": rec.id, "task": rec.task, "policy": rec.policy, "policy_in_prompt": with_policy,
                 "gold": rec.answer, "completion": comp.text, "completion_tokens": len(comp.token_ids),
-                "truncated": comp.truncated, **score_example(rec, comp.text, self.scorer),
+                "truncated": comp.truncated, **score_example(rec, comp.text, self.scorer, self.answer_judge),
             })
         return rows
 
