@@ -16,7 +16,7 @@ from trimpi.data.answers import (
 )
 from trimpi.data.gta.scorers import lexical_scorer
 from trimpi.data.schema import PolicyStore, Record
-from trimpi.errors import ConfigError, DataError
+from trimpi.errors import ConfigError, DataError, TrimpiError
 from trimpi.eval.judge import AnswerJudge
 from trimpi.eval.scoring import score_example
 from trimpi.train.rl.rewards import RewardSpec, accuracy_reward, format_reward
@@ -216,3 +216,18 @@ def test_eval_wires_an_llm_answer_judge_with_policy_and_rubric(tmp_path):
     assert "<think>" not in prompt  # the judge sees the answer, not the reasoning
     unreadable = score_example(r, "Hello", LEX, AnswerJudge(FakeClient("no rating"), PolicyStore(tmp_path)))
     assert unreadable["score"] == 0.0 and unreadable["judge_unparsed"]
+
+
+def explodes(completion, record):
+    raise KeyError("boom")
+
+
+def test_setup_faults_stop_rl_while_bad_completions_score_zero():
+    judged = rec(answer="", answer_type="judge")
+    with pytest.raises(ConfigError, match="record r: answer type 'judge' needs a judge"):
+        RewardSpec().score(["an answer"], [judged])  # not a silent 0 for every sample
+    custom = rec(answer="x", answer_type="test_answers:explodes", rid="c7")
+    total, _ = RewardSpec().score(["anything"], [custom])
+    assert total == [0.0]
+    with pytest.raises(TrimpiError, match=r"^answer type 'test_answers:explodes' failed on record c7: KeyError"):
+        score_example(custom, "anything", LEX)

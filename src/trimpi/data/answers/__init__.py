@@ -33,12 +33,13 @@ from trimpi.data.answers.types import (
     Judge,
     Scored,
     Scoring,
+    load_function,
     parse_answer_type,
 )
 
 __all__ = [
     "ANSWER_TYPES", "DEFAULT_TEXT_SCORER", "THINK_CLOSE", "THINK_OPEN", "AnswerType", "Judge", "Scored", "Scoring",
-    "after_think", "answer_type_of", "extract_boxed", "format_ok", "has_reasoning", "needs_judge",
+    "after_think", "answer_type_of", "extract_boxed", "format_ok", "has_reasoning", "load_function", "needs_judge",
     "parse_answer_type", "parse_tool_call", "score_answer", "unboxed",
 ]
 

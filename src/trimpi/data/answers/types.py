@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol
 from trimpi.data.answers.extract import after_think, extract_boxed, parse_tool_call, unboxed
 from trimpi.data.gta.metrics import score_tool_call
 from trimpi.data.gta.scorers import TextScorer, get_scorer
-from trimpi.errors import ConfigError
+from trimpi.errors import ConfigError, TrimpiError
 
 DEFAULT_TEXT_SCORER = "default"  # GTA free-text arguments: MiniLM BERTScore when installed, else lexical F1
 
@@ -212,22 +212,22 @@ class CustomAnswer(AnswerType):
             value, pred = out if isinstance(out, tuple) else (out, None)
             value = float(value)
         except Exception as e:  # noqa: BLE001 - user code: report it as one line naming it
-            raise ConfigError(f"answer type '{self.spec}' failed on record {record.id}: {type(e).__name__}: {e}")
+            raise TrimpiError(f"answer type '{self.spec}' failed on record {record.id}: {type(e).__name__}: {e}")
         score = min(1.0, max(0.0, value)) if not math.isnan(value) else 0.0
         return Scored(score, None if pred is None else str(pred))
 
 
-def load_function(spec: str) -> Any:
-    """The callable named by "package.module:function"; a one-line ConfigError otherwise."""
+def load_function(spec: str, what: str = "answer type") -> Any:
+    """The callable named by "package.module:function"; a one-line ConfigError naming `what` otherwise."""
     mod_name, _, fn_name = spec.partition(":")
     if not mod_name or not fn_name:
-        raise ConfigError(f"answer type {spec!r}: expected 'package.module:function'")
+        raise ConfigError(f"{what} {spec!r}: expected 'package.module:function'")
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
-        raise ConfigError(f"answer type {spec!r}: cannot import ({e})") from None
+        raise ConfigError(f"{what} {spec!r}: cannot import ({e})") from None
     if not callable(fn):
-        raise ConfigError(f"answer type {spec!r}: {fn_name} is not callable")
+        raise ConfigError(f"{what} {spec!r}: {fn_name} is not callable")
     return fn
 
 

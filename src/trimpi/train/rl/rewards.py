@@ -14,12 +14,11 @@ completions score 0 by construction. Model output is only parsed (regex / json),
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from trimpi.data.answers import Scoring, format_ok, score_answer
+from trimpi.data.answers import Scoring, format_ok, load_function, score_answer
 from trimpi.data.schema import Record
 from trimpi.errors import ConfigError
 
@@ -64,22 +63,20 @@ def load_reward(spec: str, scoring: Scoring | None = None) -> RewardFn:
         return BUILTIN_REWARDS[spec]
     if ":" not in spec:
         raise ConfigError(f"reward '{spec}': expected one of {sorted(BUILTIN_REWARDS)} or 'module:function'")
-    mod_name, fn_name = spec.split(":", 1)
-    try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"reward '{spec}': cannot import ({e})") from None
-    if not callable(fn):
-        raise ConfigError(f"reward '{spec}': not callable")
-    return fn
+    return load_function(spec, "reward")
 
 
 def _safe_call(fn: RewardFn, completions: list[str], records: list[Record]) -> list[float]:
-    """Call fn on the batch; if it raises, score item by item and give 0 to the failures."""
+    """Call fn on the batch; if it raises, score item by item and give 0 to the failures.
+
+    A ConfigError (e.g. a record whose answer type needs a judge that is not configured) is a
+    setup fault, not a bad completion: it stops the run instead of silently scoring 0."""
     try:
         values = [float(v) for v in fn(completions, records)]
         if len(values) == len(completions):
             return [0.0 if math.isnan(v) else v for v in values]
+    except ConfigError:
+        raise
     except Exception:  # noqa: BLE001 - a reward must never crash a step
         pass
     out = []
@@ -87,6 +84,8 @@ def _safe_call(fn: RewardFn, completions: list[str], records: list[Record]) -> l
         try:
             v = float(fn([c], [r])[0])
             out.append(0.0 if math.isnan(v) else v)
+        except ConfigError:
+            raise
         except Exception:  # noqa: BLE001
             out.append(0.0)
     return out
