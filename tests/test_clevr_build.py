@@ -205,8 +205,8 @@ def run_cli(*args):
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["--depth", "3"], "depths"),
-        (["--variant", "Q"], "variant"),
+        (["--depth", "3"], "--depth:"),
+        (["--variant", "Q"], "--variant:"),
         (["--image-size", "big"], "--image-size"),
         (["--clevr-dir", "/nonexistent/CLEVR"], "not a directory"),
     ],

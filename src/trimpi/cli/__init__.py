@@ -32,6 +32,9 @@ app.command("demo")(demo_cli.demo)
 app.command("repro")(repro_cli.repro)
 
 
+INTERRUPTED = 130  # exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it
+
+
 def library_progress_env(argv: list[str]) -> dict[str, str]:
     """Environment that silences Hugging Face's own progress bars (weight loading, downloads) under
     --no-progress; it must be set before transformers is imported."""
@@ -46,13 +49,12 @@ def main() -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except TrimpiError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = INTERRUPTED
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:  # click usage errors
@@ -62,5 +64,9 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+            code = INTERRUPTED
+        else:
+            raise
+    if code == INTERRUPTED:
+        print("interrupted", file=sys.stderr)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -24,6 +24,14 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+CLEVR_FLAGS = {"depths": "--depth", "width": "--image-size", "height": "--image-size"}
+
+
+def clevr_flag(field: str) -> str:
+    """The `trimpi data clevr` flag that sets a ClevrConfig field."""
+    return CLEVR_FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
 @app.command("clevr")
 def clevr(
     out: Annotated[Path, typer.Option(help="Output directory (one sub-directory per setting).")],
@@ -32,10 +40,14 @@ def clevr(
     policies: Annotated[int, typer.Option(help="Policies per depth.")] = 10,
     train_per_policy: Annotated[int, typer.Option(help="Training QA pairs per policy.")] = 2000,
     test: Annotated[int, typer.Option(help="Test instances per setting (on unseen images).")] = 2000,
-    cot: Annotated[int, typer.Option(help="Reasoning (CoT) training examples per setting.")] = 2500,
+    cot: Annotated[int | None, typer.Option(
+        help="Reasoning (CoT) training examples per setting [default: 2500, or every training record if fewer].",
+        show_default=False)] = None,
     trace: Annotated[str, typer.Option(
         help="Gold reasoning traces: full (object list and witnesses) or compact (conditions only).")] = "full",
-    general: Annotated[int, typer.Option(help="General scene questions (forgetting probe).")] = 500,
+    general: Annotated[int | None, typer.Option(
+        help="General scene questions, one per test image (forgetting probe) [default: 500, or --test if fewer].",
+        show_default=False)] = None,
     image_size: Annotated[str, typer.Option(help="Rendered image size WIDTHxHEIGHT.")] = "320x240",
     renderer: Annotated[str, typer.Option(help="numpy (fast, built in) or blender (bpy, CLEVR-like).")] = "numpy",
     blender_python: Annotated[
@@ -53,6 +65,7 @@ def clevr(
 
     width, height = _parse_size(image_size)
     cfg = ClevrConfig.checked(
+        name=clevr_flag,
         depths=depth,
         variant=variant,
         policies=policies,

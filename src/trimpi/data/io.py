@@ -21,18 +21,54 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
+def umask() -> int:
+    """The process's umask (read without changing it for longer than the call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of an ordinary new file: 0644 under the usual umask 022."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """Mode of an ordinary new directory: 0755 under the usual umask 022."""
+    return 0o777 & ~umask()
+
+
+def make_temp_file(directory: Path, prefix: str, suffix: str = "") -> tuple[int, str]:
+    """`tempfile.mkstemp` with the permissions of an ordinary file (mkstemp alone gives 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    os.fchmod(fd, file_mode())
+    return fd, tmp
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """`tempfile.mkdtemp` with the permissions of an ordinary directory (mkdtemp alone gives 0700)."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(dir_mode())
+    return path
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write via a temporary file in the same directory, then rename: readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = make_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise TrimpiError(f"{path}: cannot write ({e.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise TrimpiError(f"{path}: cannot write ({e.strerror})") from None
         raise
 
 
@@ -57,7 +93,8 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path}: malformed JSON ({e})") from None
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict]:
+def numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file; errors name file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -71,7 +108,12 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
                 raise DataError(f"{path}:{n}: malformed JSON line ({e.msg})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{n}: expected a JSON object per line")
-            yield row
+            yield n, row
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    for _, row in numbered_jsonl(path):
+        yield row
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -86,6 +128,41 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def check_writable(directory: str | Path, what: str | Path | None = None) -> Path:
+    """Raise a one-line error unless files can be written in `directory` (created if missing).
+
+    Tried, not guessed: `os.access` says yes to root on read-only places such as /sys.
+    `what` names the output in the message (default: `directory`)."""
+    directory = Path(directory).resolve()
+    what = what or directory
+    base = directory
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise TrimpiError(f"{what}: cannot be created because {base} is not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=base, prefix=".trimpi-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise TrimpiError(f"{what}: cannot write in {base} ({e.strerror})") from None
+    return directory
+
+
+def image_problem(path: str | Path) -> str | None:
+    """Why the image file at `path` cannot be decoded, or None when it decodes (a training batch would)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except UnidentifiedImageError:
+        return "not an image file" if Path(path).stat().st_size else "empty file"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        return str(e) or type(e).__name__
+    return None
+
+
 def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
     """Check that `out` may be written; return its resolved path. Nothing is deleted here."""
     out = Path(out).resolve()
@@ -93,38 +170,60 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
         raise TrimpiError(f"{out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise TrimpiError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
-    parent = out.parent
-    parent_exists = parent
-    while not parent_exists.exists():
-        parent_exists = parent_exists.parent
-    if not parent_exists.is_dir():
-        raise TrimpiError(f"{out}: cannot be created because {parent_exists} is not a directory")
-    if not os.access(parent_exists, os.W_OK):
-        raise TrimpiError(f"{out}: parent directory {parent_exists} is not writable")
+    check_writable(out.parent, out)
     return out
+
+
+STAGE_KINDS = ("partial", "old")  # .NAME.partial-PID-xxxx: a build in progress; .NAME.old-PID-xxxx: being replaced
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def stale_stages(out: Path) -> list[Path]:
+    """Staging directories of `out` left by builds whose process is gone (SIGKILL, power loss)."""
+    stale = []
+    for kind in STAGE_KINDS:
+        for path in out.parent.glob(f".{out.name}.{kind}-*"):
+            pid = path.name.removeprefix(f".{out.name}.{kind}-").split("-")[0]
+            if path.is_dir() and not (pid.isdigit() and _pid_alive(int(pid))):
+                stale.append(path)
+    return sorted(stale)
 
 
 @contextlib.contextmanager
 def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `out`; on success move it into place, on failure remove it.
 
-    An interrupted build (exception, Ctrl-C) never leaves a half-written dataset at `out`.
+    The whole build holds `exclusive(out)`, so a second build of the same `out` fails at once
+    instead of replacing the first one's result. An interrupted build (exception, Ctrl-C) never
+    leaves a half-written dataset at `out`; what a killed one left is removed by the next build.
     """
     out = prepare_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if out.exists():
-        trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, trash / "old")
-        os.replace(stage, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(stage, out)
+    with exclusive(out):
+        out = prepare_output_dir(out, overwrite)  # again: another build may have finished meanwhile
+        for path in stale_stages(out):
+            shutil.rmtree(path, ignore_errors=True)
+        stage = make_temp_dir(out.parent, prefix=f".{out.name}.partial-{os.getpid()}-")
+        try:
+            yield stage
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        if out.exists():
+            trash = make_temp_dir(out.parent, prefix=f".{out.name}.old-{os.getpid()}-")
+            os.replace(out, trash / "old")
+            os.replace(stage, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(stage, out)
 
 
 def lock_path(out: str | Path) -> Path:
@@ -133,33 +232,48 @@ def lock_path(out: str | Path) -> Path:
     return out.parent / f".{out.name}.lock"
 
 
+def _open_lock(path: Path, out: str | Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+    except OSError as e:
+        raise TrimpiError(f"{Path(out)}: cannot create the lock file {path} ({e.strerror})") from None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
 @contextlib.contextmanager
 def exclusive(out: str | Path) -> Iterator[None]:
     """Hold the lock of directory `out` for the duration; a second holder fails at once.
 
     The lock is an advisory `flock` on `lock_path(out)`, released by the OS when the process
     dies, so a killed run never leaves `out` locked. The holder's pid is written into the file
-    for the error message.
+    for the error message. The holder removes the file when it is done; a process that locked
+    a file removed meanwhile tries again on the new one.
     """
     path = lock_path(out)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise TrimpiError(f"{Path(out)}: cannot create the lock file {path} ({e.strerror})") from None
-    try:
+    while True:
+        fd = _open_lock(path, out)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise TrimpiError(f"{Path(out)}: in use by another trimpi process (pid {holder}); "
                               "wait for it to finish or stop it") from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield
     finally:
-        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)  # releases the flock

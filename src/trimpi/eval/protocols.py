@@ -14,10 +14,11 @@ results of a base model and of an internalized model never share a name.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from trimpi.data.io import iter_jsonl
+from trimpi.data.io import iter_jsonl, numbered_jsonl
 from trimpi.errors import ConfigError, DataError
 
 
@@ -74,11 +75,21 @@ def asks_for_all(text: str) -> bool:
     return any(raw.strip() == "all" for raw in text.split(","))
 
 
-def inapplicable(dataset: Path, name: str, judge: bool) -> str | None:
-    """Why protocol `name` cannot run on `dataset` (a missing file, referral without a judge), or None."""
+def split_problem(dataset: Path, name: str) -> str | None:
+    """Why the split file protocol `name` reads is missing or empty, or None."""
     path = dataset / PROTOCOLS[name].filename
     if not path.is_file():
         return f"{path}: file not found (protocol '{name}' needs {PROTOCOLS[name].filename})"
+    if next(iter_jsonl(path), None) is None:
+        return f"{path}: no records (protocol '{name}' has nothing to evaluate)"
+    return None
+
+
+def inapplicable(dataset: Path, name: str, judge: bool) -> str | None:
+    """Why protocol `name` cannot run on `dataset` (a missing file, referral without a judge), or None."""
+    problem = split_problem(dataset, name)
+    if problem is not None:
+        return problem
     if name == "referral" and not judge and dataset_task(dataset) != "clevr":
         task = dataset_task(dataset)
         return f"{dataset}: referral on task '{task}' needs --judge (exact referral is ClevrPolicy only)"
@@ -101,9 +112,31 @@ def resolve_datasets(data: str | Path) -> list[Path]:
 def check_files(dataset: Path, protocols: list[str], judge: bool = True) -> None:
     """Raise a one-line error for the first requested protocol that cannot run on `dataset`."""
     for name in protocols:
+        problem = split_problem(dataset, name)
+        if problem is not None:
+            raise DataError(problem)
         reason = inapplicable(dataset, name, judge)
         if reason is not None:
-            raise (DataError if "file not found" in reason else ConfigError)(reason)
+            raise ConfigError(reason)
+    for split in dict.fromkeys(PROTOCOLS[name].filename for name in protocols):
+        check_records(dataset / split)
+
+
+TEXT_FIELDS = ("id", "task", "query", "answer", "response")  # what a prediction row is built and scored from
+
+
+def check_records(path: Path) -> None:
+    """Raise a one-line error (file:line: field) for a record that could not be scored,
+    so that a bad record stops the evaluation before anything is generated, not after."""
+    for line, row in numbered_jsonl(path):
+        for key in TEXT_FIELDS:
+            if key not in row:
+                raise DataError(f"{path}:{line}: missing field '{key}'")
+            if not isinstance(row[key], str):
+                raise DataError(f"{path}:{line}: field '{key}' must be text, got {json.dumps(row[key])[:40]}")
+        images = row.get("images")
+        if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
+            raise DataError(f"{path}:{line}: field 'images' must be a list of paths, got {json.dumps(images)[:40]}")
 
 
 def dataset_task(dataset: Path) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trimpi.data.gta.scorers import TextScorer, get_scorer
+from trimpi.data.io import check_writable
 from trimpi.data.schema import POLICY_PLACEMENTS, PolicyStore, Record, load_records
 from trimpi.errors import ConfigError, DataError
 from trimpi.eval import efficiency as eff
@@ -209,17 +210,22 @@ def previous_protocols(out: Path, model: str, dataset: Path) -> dict[str, Any]:
     return dict(old.get("protocols") or {})
 
 
-def validate(datasets: list[Path], opts: EvalOptions, judge: bool) -> None:
-    """Fail before any work: missing split files, referral without a reference or a judge."""
+def validate(datasets: list[Path], opts: EvalOptions, judge: bool, out: str | Path | None = None) -> None:
+    """Fail before any work: missing, empty or malformed split files, referral without a reference or a
+    judge, an output directory that cannot be written."""
     opts.check()
     if opts.baseline_scores is not None and not Path(opts.baseline_scores).is_file():
         raise DataError(f"{opts.baseline_scores}: file not found (--baseline-scores)")
-    if opts.skip_inapplicable:
-        if not any(inapplicable(ds, p, judge) is None for ds in datasets for p in opts.protocols):
-            raise DataError(f"{datasets[0]}: none of the protocols {', '.join(opts.protocols)} applies")
-        return
     for ds in datasets:
-        check_files(ds, opts.protocols, judge)
+        protocols = opts.protocols
+        if opts.skip_inapplicable:
+            protocols = [p for p in opts.protocols if inapplicable(ds, p, judge) is None]
+        check_files(ds, protocols, judge)
+    if opts.skip_inapplicable and not any(inapplicable(ds, p, judge) is None
+                                          for ds in datasets for p in opts.protocols):
+        raise DataError(f"{datasets[0]}: none of the protocols {', '.join(opts.protocols)} applies")
+    if out is not None:
+        check_writable(out)
 
 
 def dataset_outputs(datasets: list[Path], out: Path) -> list[Path]:
@@ -230,7 +236,7 @@ def evaluate_model(subject: Subject, data: str | Path, out: str | Path, opts: Ev
                    judge: ChatClient | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every protocol on every dataset under `data`; returns {dataset name: scores} and writes the files."""
     datasets = resolve_datasets(data)
-    validate(datasets, opts, judge is not None)
+    validate(datasets, opts, judge is not None, out)
     scorer = get_scorer(opts.scorer)
     meta = {"model": subject.name, "options": {k: (str(v) if isinstance(v, Path) else v)
                                                for k, v in asdict(opts).items()},
@@ -286,7 +292,7 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
     from trimpi.models.loading import load_model
 
     datasets = resolve_datasets(data)
-    validate(datasets, opts, judge is not None)
+    validate(datasets, opts, judge is not None, out)
     if baseline_model and opts.baseline_scores:
         raise ConfigError("--baseline-model and --baseline-scores: give one of them")
     net, processor = load_model(model, dtype=dtype, device=device, data=datasets[0], seed=seed)

@@ -88,15 +88,12 @@ class DataSpec(BaseModel):
         if len(given) != 1:
             raise ValueError("data: give exactly one of clevr, gta, path")
         if self.clevr is not None:
-            from trimpi.data.clevr.config import ClevrConfig
+            from trimpi.data.clevr.config import ClevrConfig, describe
 
             try:
                 cfg = ClevrConfig(**self.clevr)
             except ValidationError as e:
-                err = e.errors()[0]
-                loc = ".".join(str(p) for p in err["loc"])
-                raise ValueError(f"data.clevr{'.' + loc if loc else ''}: {err['msg'].removeprefix('Value error, ')}") \
-                    from None
+                raise ValueError(describe(e, lambda field: f"data.clevr.{field}")) from None
             settings = [f"{cfg.variant}-d{d}" for d in cfg.depths]
             if self.setting is not None and self.setting not in settings:
                 raise ValueError(f"data.setting: {self.setting!r} is not built (expected one of {', '.join(settings)})")
@@ -167,6 +164,25 @@ def _one_line(e: ValidationError, source: str) -> str:
     return f"{source}: {msg}"
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int):
+        super().__init__(f"{key}: given twice (line {line})")
+        self.key, self.line = key, line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (not "the last wins")."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKeyError(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_recipe(values: Any, source: str = "recipe") -> Recipe:
     """Validate a recipe mapping; a problem raises a one-line ConfigError naming the key."""
     if not isinstance(values, dict):
@@ -183,7 +199,9 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}:{e.line}: {e.key}: key given twice (the first value would be lost)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if isinstance(values, dict) and overrides:

@@ -7,9 +7,7 @@ Splits: `train` (training images) and `test` (unseen images for the test sets).
 
 from __future__ import annotations
 
-import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,7 +17,8 @@ from tqdm import tqdm
 
 from trimpi.data.clevr.config import ClevrConfig
 from trimpi.data.clevr.tree import ATTRIBUTE_VALUES
-from trimpi.data.io import read_json, write_json
+from trimpi.data.io import image_problem, read_json, write_json
+from trimpi.data.workers import imap
 from trimpi.errors import DataError
 
 POOL_STREAM = 1  # seed stream id of scene sampling
@@ -60,9 +59,8 @@ def sample_scenes(cfg: ClevrConfig, split: str, count: int, progress: bool = Tru
     desc = f"sampling {split} scenes"
     if cfg.workers == 1:
         return [work(i) for i in tqdm(range(count), desc=desc, disable=not progress)]
-    with ProcessPoolExecutor(cfg.workers) as ex:
-        it = ex.map(work, range(count), chunksize=max(1, count // (8 * cfg.workers)))
-        return list(tqdm(it, total=count, desc=desc, disable=not progress))
+    it = imap(work, range(count), cfg.workers, chunksize=max(1, count // (8 * cfg.workers)))
+    return list(tqdm(it, total=count, desc=desc, disable=not progress))
 
 
 def _write_scenes(pool: Path, split: str, scenes: list[dict]) -> list[PoolImage]:
@@ -101,12 +99,10 @@ def check_clevr_scene(scene: dict, where: str) -> None:
                 raise DataError(f"{where}: objects[{i}].{attr} must be one of {list(values)}, got {obj.get(attr)!r}")
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def _copy(src: Path, dst: Path) -> None:
+    """A copy, never a hard link: a link would let an edit of the dataset change the user's CLEVR release."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    shutil.copyfile(src, dst)
 
 
 def import_clevr_split(cfg: ClevrConfig, pool: Path, split: str, count: int) -> list[PoolImage]:
@@ -129,8 +125,11 @@ def import_clevr_split(cfg: ClevrConfig, pool: Path, split: str, count: int) -> 
         src = root / "images" / clevr_split / scene["image_filename"]
         if not src.is_file():
             raise DataError(f"{where}: image {src} not found")
+        problem = image_problem(src)
+        if problem:
+            raise DataError(f"{where}: image {src} cannot be decoded ({problem})")
         scene = {**scene, "image_filename": image_name(split, i) + src.suffix, "source": scene["image_filename"]}
-        _link_or_copy(src, pool / "images" / scene["image_filename"])
+        _copy(src, pool / "images" / scene["image_filename"])
         out.append(scene)
     return _write_scenes(pool, split, out)
 

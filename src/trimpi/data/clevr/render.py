@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import io
-import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
@@ -237,7 +236,7 @@ def render_pool(scenes: list[dict], paths: list[Path], width: int, height: int, 
                 _render_to_file(job)
                 bar.update()
             return
-        # spawn, not fork: the caller may hold threads (torch, tokenizers) that fork would copy mid-state.
-        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for _ in pool.imap_unordered(_render_to_file, jobs, chunksize=4):
-                bar.update()
+        from trimpi.data.workers import imap
+
+        for _ in imap(_render_to_file, jobs, min(workers, len(jobs)), chunksize=4, ordered=False):
+            bar.update()

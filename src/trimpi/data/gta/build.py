@@ -30,7 +30,7 @@ from trimpi.data.gta.sample_images import SAMPLE_DIR, materialize
 from trimpi.data.gta.scorers import BertScoreScorer, LexicalScorer, minilm_available
 from trimpi.data.gta.text import policy_json
 from trimpi.data.io import sha256_file, staged_directory, write_json, write_jsonl
-from trimpi.errors import ConfigError
+from trimpi.errors import ConfigError, DataError
 
 TEST_FRACTION = 0.2
 POLICY_PATH = f"policies/{POLICY_NAME}.json"
@@ -122,6 +122,10 @@ def build_gta(
             items = load_gta(gta_dir)
             _copy_images(items, Path(gta_dir), images)
         items = [it for it in items if it.calls]
+        if len(items) < 2:
+            source = Path(gta_dir or SAMPLE_DIR) / "dataset.json"
+            raise DataError(f"{source}: {len(items)} queries with a reference tool call; at least 2 are needed "
+                            "(one for train, one for test)")
         train_ids, test_ids = split_queries([it.id for it in items], seed)
         train_items = [it for it in items if it.id in set(train_ids)]
         test_items = [it for it in items if it.id in set(test_ids)]

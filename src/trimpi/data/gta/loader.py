@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trimpi.data.gta.policy import TOOL_NAMES
-from trimpi.data.io import read_json
+from trimpi.data.io import image_problem, read_json
 from trimpi.errors import DataError
 
 MAX_RESULT_CHARS = 800
@@ -65,6 +65,13 @@ def _produced_image(content: Any) -> str | None:
     return None
 
 
+def _shown(value: Any) -> str:
+    """A JSON value as the user wrote it (null, not None)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False, default=str)[:60]
+
+
 def _check_tool(name: Any, where: str) -> str:
     if name not in TOOL_NAMES:
         raise DataError(f"{where}: unknown tool {name!r} (known: {', '.join(TOOL_NAMES)})")
@@ -107,6 +114,9 @@ def parse_item(qid: str, raw: Any, image_root: Path, where: str) -> Item:
         if f.get("type", "image") == "image":
             if not (image_root / f["path"]).is_file():
                 raise DataError(f"{at} field files[{j}].path: image {f['path']} not found under {image_root}")
+            problem = image_problem(image_root / f["path"])
+            if problem:
+                raise DataError(f"{at} field files[{j}].path: image {f['path']} cannot be decoded ({problem})")
             images.append(f["path"])
     known_images = set(images)
     query, calls, answer, pending = "", [], "", []
@@ -116,7 +126,9 @@ def parse_item(qid: str, raw: Any, image_root: Path, where: str) -> Item:
             raise DataError(f"{tw}: expected an object")
         role = turn.get("role")
         if role == "user" and not query:
-            query = str(turn.get("content", ""))
+            query = turn.get("content")
+            if not isinstance(query, str) or not query.strip():
+                raise DataError(f"{tw}.content: expected the user's query as text, got {_shown(query)}")
         elif role == "assistant" and turn.get("tool_calls"):
             for c, rc in enumerate(turn["tool_calls"]):
                 name, args = _parse_call(rc, f"{tw}.tool_calls[{c}]")
@@ -134,7 +146,8 @@ def parse_item(qid: str, raw: Any, image_root: Path, where: str) -> Item:
             if produced:
                 known_images.add(produced)
         elif role == "assistant":
-            answer = str(turn.get("content", ""))
+            content = turn.get("content")
+            answer = "" if content is None else str(content)
     if not query:
         raise DataError(f"{at} field dialogs: no user turn")
     return Item(qid, query, images, calls, answer, raw.get("gt_answer"), tools)
@@ -160,6 +173,8 @@ def load_gta(dataset_dir: str | Path, image_root: str | Path | None = None) -> l
     data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object of items keyed by id")
+    if not data:
+        raise DataError(f"{path}: no items (expected an object of items keyed by id)")
     check_toolmeta(dataset_dir / "toolmeta.json")
     items = [parse_item(str(qid), raw, image_root, str(path)) for qid, raw in data.items()]
     return sorted(items, key=lambda it: (len(it.id), it.id))

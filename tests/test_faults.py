@@ -1,0 +1,224 @@
+"""Faults a new user hit (Ctrl-C, concurrent builds, empty or broken inputs, permissions), one test each."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_SRC = str(Path(__file__).resolve().parents[1] / "src")
+TINY_CLEVR = ["--policies", "1", "--cot", "0", "--general", "0", "--image-size", "64x48", "--workers", "2"]
+
+
+def trimpi(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": REPO_SRC, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "trimpi", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def wait_for(predicate, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended early ({proc.returncode}): {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def partials(parent: Path) -> list[Path]:
+    return [p for p in parent.iterdir() if ".partial-" in p.name]
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("the command hung") from None
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("phase,scenes", [("sampling", "3000"), ("rendering", "200")])
+def test_fault1_ctrl_c_exits_130_and_leaves_nothing(tmp_path, phase, scenes):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while workers sample or render."""
+    out = tmp_path / "data"
+    proc = trimpi("data", "clevr", "--out", str(out), "--train-per-policy", scenes, "--test", "20", *TINY_CLEVR)
+    wait_for(lambda: partials(tmp_path), proc=proc)
+    if phase == "sampling":
+        time.sleep(1.0)
+    else:
+        wait_for(lambda: any(partials(tmp_path)[0].glob("pool/images/*.png")), proc=proc)
+    assert proc.poll() is None, "the build finished before the signal: make it bigger"
+    os.killpg(proc.pid, signal.SIGINT)
+    code, err = finish(proc)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fault1_ctrl_c_exit_status_reaches_the_shell(monkeypatch):
+    """typer turns KeyboardInterrupt into a returned 130 under standalone_mode=False; main must not drop it."""
+    import typer
+
+    from trimpi import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    app = typer.Typer()
+    app.command()(interrupted)
+    monkeypatch.setattr(cli, "app", app)
+    monkeypatch.setattr(sys, "argv", ["trimpi"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 130
+
+
+# --- fault 3: two builds on one --out -------------------------------------------------------------------------
+
+
+def test_fault3_second_data_build_on_same_out_fails_naming_pid(tmp_path):
+    out = tmp_path / "data"
+    first = trimpi("data", "clevr", "--out", str(out), "--train-per-policy", "3000", "--test", "20", *TINY_CLEVR)
+    try:
+        wait_for(lambda: partials(tmp_path), proc=first)
+        for cmd in (["clevr", *TINY_CLEVR, "--train-per-policy", "2", "--test", "2"], ["gta"]):
+            second = trimpi("data", *cmd, "--out", str(out))
+            code, err = finish(second)
+            assert code == 2 and err.strip().splitlines() == [
+                f"error: {out}: in use by another trimpi process (pid {first.pid}); wait for it to finish or stop it"]
+        assert first.poll() is None and len(partials(tmp_path)) == 1  # the first build goes on, untouched
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+
+# --- fault 4: empty inputs and null fields ----------------------------------------------------------------------
+
+
+def gta_release(root: Path, items: dict) -> Path:
+    from test_gta_loader import make_release
+
+    return make_release(root, items)
+
+
+def test_fault4_empty_gta_dataset_is_an_error(tmp_path):
+    from trimpi.data.gta.build import build_gta
+    from trimpi.errors import DataError
+
+    release = gta_release(tmp_path / "gta", {})
+    with pytest.raises(DataError, match=r"dataset\.json: no items"):
+        build_gta(out=tmp_path / "out", gta_dir=release)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fault4_gta_dataset_without_two_tool_queries_is_an_error(tmp_path):
+    from test_gta_loader import _item
+    from trimpi.data.gta.build import build_gta
+    from trimpi.errors import DataError
+
+    release = gta_release(tmp_path / "gta", {"0": _item()})
+    with pytest.raises(DataError, match="1 queries with a reference tool call; at least 2 are needed"):
+        build_gta(out=tmp_path / "out", gta_dir=release)
+
+
+def test_fault4_null_user_content_is_a_one_line_error(tmp_path):
+    from test_gta_loader import _item
+
+    item = _item()
+    item["dialogs"][0]["content"] = None
+    release = gta_release(tmp_path / "gta", {"7": item, "8": _item()})
+    proc = trimpi("data", "gta", "--out", str(tmp_path / "out"), "--gta-dir", str(release))
+    code, err = finish(proc)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {release / 'dataset.json'}: item '7' field dialogs[0].content: expected the user's query as text, "
+        "got null"]
+
+
+def write_split(dataset: Path, name: str, rows: list[dict]) -> None:
+    (dataset / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def clevr_ds(tmp_path_factory) -> Path:
+    from test_eval_fixtures import make_clevr
+
+    return make_clevr(tmp_path_factory.mktemp("faults_clevr"))
+
+
+class CountingEngine:
+    """A generation engine that only counts: evaluation must fail before calling it."""
+
+    calls = 0
+
+    def generate(self, *a, **k):
+        CountingEngine.calls += 1
+        raise AssertionError("generation started on invalid input")
+
+
+def eval_on(dataset: Path, out: Path, protocols=("accuracy",)):
+    from trimpi.eval import EvalOptions, Subject, evaluate_model
+
+    subject = Subject(processor=None, engine=CountingEngine())
+    return evaluate_model(subject, dataset, out, EvalOptions(protocols=list(protocols), progress=False))
+
+
+def test_fault4_eval_on_empty_test_split_is_an_error(clevr_ds, tmp_path):
+    from trimpi.errors import DataError
+
+    ds = tmp_path / "T-d2"
+    shutil.copytree(clevr_ds, ds)
+    write_split(ds, "test.jsonl", [])
+    with pytest.raises(DataError, match=r"test\.jsonl: no records"):
+        eval_on(ds, tmp_path / "eval")
+    assert CountingEngine.calls == 0 and not (tmp_path / "eval").exists()
+
+
+# --- fault 6: tracebacks ----------------------------------------------------------------------------------------
+
+
+def test_fault6_null_answer_fails_before_generating_naming_file_row_field(clevr_ds, tmp_path):
+    from trimpi.errors import DataError
+
+    ds = tmp_path / "T-d2"
+    shutil.copytree(clevr_ds, ds)
+    rows = [json.loads(line) for line in (ds / "test.jsonl").read_text().splitlines()]
+    rows[2]["answer"] = None
+    write_split(ds, "test.jsonl", rows)
+    with pytest.raises(DataError) as e:
+        eval_on(ds, tmp_path / "eval")
+    assert str(e.value) == f"{ds / 'test.jsonl'}:3: field 'answer' must be text, got null"
+    assert CountingEngine.calls == 0 and not (tmp_path / "eval").exists()
+    proc = trimpi("eval", "--model", "micro", "--data", str(ds), "--out", str(tmp_path / "cli"))
+    code, err = finish(proc)
+    assert code == 2 and err.strip().splitlines() == [f"error: {e.value}"]
+
+
+def test_fault6_unwritable_out_is_one_line_before_any_work(clevr_ds, tmp_path):
+    """/sys refuses new files even to root (os.access says yes there, so the check must try)."""
+    from trimpi.errors import TrimpiError
+
+    with pytest.raises(TrimpiError, match=r"^/sys/trimpi-eval: cannot write in /sys \(Permission denied\)$"):
+        eval_on(clevr_ds, Path("/sys/trimpi-eval"))
+    assert CountingEngine.calls == 0
+    for cmd in (["eval", "--model", "micro", "--data", str(clevr_ds)], ["data", "gta"]):
+        code, err = finish(trimpi(*cmd, "--out", "/sys/trimpi-out"))
+        assert code == 2 and err.strip().splitlines() == [
+            "error: /sys/trimpi-out: cannot write in /sys (Permission denied)"], err
+
+
+def test_fault6_write_error_is_one_line(tmp_path):
+    from trimpi.data.io import write_json
+    from trimpi.errors import TrimpiError
+
+    with pytest.raises(TrimpiError, match=r"^/sys/x\.json: cannot write \(Permission denied\)$"):
+        write_json("/sys/x.json", {})
