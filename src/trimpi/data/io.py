@@ -247,6 +247,9 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
+_HELD: set[Path] = set()  # lock files this process holds
+
+
 @contextlib.contextmanager
 def exclusive(out: str | Path) -> Iterator[None]:
     """Hold the lock of directory `out` for the duration; a second holder fails at once.
@@ -254,9 +257,12 @@ def exclusive(out: str | Path) -> Iterator[None]:
     The lock is an advisory `flock` on `lock_path(out)`, released by the OS when the process
     dies, so a killed run never leaves `out` locked. The holder's pid is written into the file
     for the error message. The holder removes the file when it is done; a process that locked
-    a file removed meanwhile tries again on the new one.
+    a file removed meanwhile tries again on the new one. Nested use in one process is allowed.
     """
     path = lock_path(out)
+    if path in _HELD:  # this process holds it already (a build inside a locked command)
+        yield
+        return
     while True:
         fd = _open_lock(path, out)
         try:
@@ -269,11 +275,13 @@ def exclusive(out: str | Path) -> Iterator[None]:
         if _same_file(fd, path):
             break
         os.close(fd)
+    _HELD.add(path)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
+        _HELD.discard(path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)  # releases the flock
