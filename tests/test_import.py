@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from trimpi.cli import main as cli_main
+from trimpi.data.answers import score_answer
 from trimpi.data.imports import ImportOptions, import_dataset
 from trimpi.data.imports.policy_doc import load_policy_doc
 from trimpi.data.io import read_json, sha256_file
@@ -137,8 +138,21 @@ def test_answer_types_per_dataset_and_per_row(src):
     types = {r["id"]: r["answer_type"] for r in map(json.loads, (out / "train.jsonl").read_text().splitlines())}
     assert types == {"r0": "choice", "r1": "numeric", "r2": "choice", "r3": "choice"}
     assert manifest["answer_types"] == {"choice": 3, "numeric": 1}
-    with pytest.raises(DataError, match="--answer-type: unknown answer type 'fuzzy'"):
+    with pytest.raises(DataError, match="--answer-type: answer type 'fuzzy': expected one of"):
         run_import(src, src / "x", answer_type="fuzzy")
+
+
+def test_answer_type_object_is_scored_by_the_shared_scorers(src):
+    spec = '{"type": "choice", "options": ["refund", "reject"]}'
+    out, manifest = run_import(src, answer_type=spec, test_fraction=0.0)
+    recs = load_records(out / "train.jsonl")
+    assert recs[0].answer_type == {"type": "choice", "options": ["refund", "reject"]}
+    assert manifest["answer_types"] == {json.dumps(json.loads(spec), sort_keys=True): 10}
+    r = next(r for r in recs if r.answer == "refund")
+    assert [score_answer(t, r).score for t in ("\\boxed{refund}", "\\boxed{A}", "\\boxed{reject}", "refund")] == \
+        [1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(DataError, match="option 'options' must be a list of strings"):
+        run_import(src, src / "x", answer_type='{"type": "choice", "options": "refund"}')
 
 
 # --- formats -----------------------------------------------------------------------------------------------
@@ -203,7 +217,8 @@ def test_trl_messages_prompt_completion_history_and_tool_calls(src):
     recs = {r.id: r for r in load_records(out / "train.jsonl")}
     m1 = recs["m1"]
     assert m1.query.startswith("Interaction history so far:\nUser: [image 1]Is this damaged?\nAssistant: Let me look")
-    assert m1.query.endswith("[image 2]Here is the box.") and "returns desk" not in m1.query
+    assert m1.query.endswith("Assistant: Let me look closer. Send the box too.\n\nHere is the box.")
+    assert "returns desk" not in m1.query  # the system turn is dropped
     assert [sha256_file(out / p) for p in m1.images] == [sha256_file(src / "img/red.png"),
                                                          sha256_file(src / "img/blue.png")]
     assert (m1.answer, m1.reasoning) == ("refund", "The box is crushed.")
@@ -212,7 +227,8 @@ def test_trl_messages_prompt_completion_history_and_tool_calls(src):
     m2 = json.loads((out / "train.jsonl").read_text().splitlines()[1])
     assert json.loads(m2["answer"]) == {"name": "open_return", "arguments": {"reason": "intact"}}
     assert m2["response"] == m2["answer"] and m2["answer_type"] == "tool_call"
-    assert (recs["m3"].query, recs["m3"].answer, recs["m3"].response) == ("Plain question?", "reject", "\\boxed{reject}")
+    m3 = recs["m3"]
+    assert (m3.query, m3.answer, m3.response) == ("Plain question?", "reject", "\\boxed{reject}")
     assert [r.id for r in load_records(out / "train_cot.jsonl")] == ["m1"]
 
 

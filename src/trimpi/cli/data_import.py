@@ -19,8 +19,9 @@ def data_import(
     column: Annotated[list[str], typer.Option(
         help="Read a record field from another column: FIELD=COLUMN, e.g. query=question; repeatable.")] = [],  # noqa: B006
     answer_type: Annotated[str | None, typer.Option(
-        help="How answers are scored: exact, choice, tool_call, numeric, judge or module:function "
-             "(an answer_type column wins per row).")] = None,
+        help="How answers are scored: exact, choice, numeric, tool_call, judge, module:function, or a JSON "
+             "object with options, e.g. '{\"type\": \"choice\", \"options\": [...]}' (an answer_type column "
+             "wins per row).")] = None,
     task: Annotated[str, typer.Option(help="The records' task name (a task column wins per row).")] = "custom",
     name: Annotated[str | None, typer.Option(help="Dataset name in the manifest (default: directory name).")] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of rows without a split that go to test.")] = 0.2,

@@ -16,23 +16,22 @@ split themselves. The same inputs and options give byte-identical files.
 from __future__ import annotations
 
 import hashlib
-import re
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trimpi.data.answers import parse_answer_type
 from trimpi.data.imports.formats import Example, ImageRef, to_example
 from trimpi.data.imports.media import MediaStore
 from trimpi.data.imports.policy_doc import PolicyDoc, load_policy_docs
 from trimpi.data.imports.readers import read_rows
 from trimpi.data.io import exclusive, sha256_file, staged_directory, write_json, write_jsonl
-from trimpi.errors import DataError
+from trimpi.errors import ConfigError, DataError
 
 SPLITS = ("train", "train_cot", "test", "override_test", "general_test")
-ANSWER_TYPES = ("exact", "choice", "tool_call", "numeric", "judge")  # or a custom "module:function"
-_CUSTOM_SCORER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-FREE_FORM = ("tool_call", "judge")  # answered as they are; the others inside \boxed{}
+FREE_FORM = ("tool_call", "judge")  # answered as they are; the other types read the answer inside \\boxed{}
 
 
 @dataclass
@@ -43,7 +42,7 @@ class ImportOptions:
     policies: list[str]  # "FILE" or "NAME=FILE"
     override_policies: list[str] = field(default_factory=list)
     columns: dict[str, str] = field(default_factory=dict)  # record field -> column name
-    answer_type: str | None = None  # for the whole dataset; a per-row column wins
+    answer_type: str | dict[str, Any] | None = None  # for the whole dataset; a per-row column wins
     task: str = "custom"
     name: str | None = None
     test_fraction: float = 0.2
@@ -60,22 +59,33 @@ class ImportOptions:
         if not 0.0 <= self.test_fraction < 1.0:
             raise DataError(f"--test-fraction: expected a number in [0, 1), got {self.test_fraction}")
         if self.answer_type is not None:
-            check_answer_type(self.answer_type, "--answer-type")
+            self.answer_type = answer_type_spec(self.answer_type, "--answer-type")
 
 
-def check_answer_type(value: str, where: str) -> str:
-    if value not in ANSWER_TYPES and not _CUSTOM_SCORER.match(value):
-        raise DataError(f"{where}: unknown answer type {value!r} (expected {', '.join(ANSWER_TYPES)} "
-                        "or module:function)")
+def answer_type_spec(value: Any, where: str) -> str | dict[str, Any]:
+    """A declared answer type (a name, an object, or that object as JSON text), checked by `data.answers`."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: answer type is not valid JSON ({e.msg})") from None
+    try:
+        parse_answer_type(value)
+    except ConfigError as e:
+        raise DataError(f"{where}: {e}") from None
     return value
 
 
-def response_for(ex: Example, answer_type: str | None) -> str:
+def type_name(spec: str | dict[str, Any] | None) -> str | None:
+    return spec.get("type") if isinstance(spec, dict) else spec
+
+
+def response_for(ex: Example, answer_type: str | dict[str, Any] | None) -> str:
     """The answer as the model must write it: the given response, else the answer itself (tool calls,
     judged text) or \\boxed{answer} (the form the exact / choice / numeric scorers read)."""
     if ex.response:
         return ex.response
-    return ex.answer if answer_type in FREE_FORM else f"\\boxed{{{ex.answer}}}"
+    return ex.answer if type_name(answer_type) in FREE_FORM else f"\\boxed{{{ex.answer}}}"
 
 
 def assign_splits(examples: list[Example], fraction: float, seed: int) -> None:
@@ -108,7 +118,7 @@ def check_example(ex: Example, policies: dict[str, PolicyDoc], overrides: dict[s
         raise DataError(f"{ex.where}: field 'split': an override_test row needs an override policy named "
                         f"{ex.policy!r} (--override-policy {ex.policy}=FILE)")
     if ex.answer_type is not None:
-        check_answer_type(ex.answer_type, f"{ex.where}: field 'answer_type'")
+        ex.answer_type = answer_type_spec(ex.answer_type, f"{ex.where}: field 'answer_type'")
     elif default_type is not None:
         ex.answer_type = default_type
 
@@ -145,6 +155,12 @@ def record_dict(ex: Example, images: list[str], scene: str | None, task: str) ->
     if ex.answer_type is not None:
         row["answer_type"] = ex.answer_type
     return row
+
+
+def _type_label(spec: str | dict[str, Any] | None) -> str:
+    if spec is None:
+        return "(task default)"
+    return spec if isinstance(spec, str) else json.dumps(spec, sort_keys=True)
 
 
 def policy_json(doc: PolicyDoc, store: MediaStore) -> dict[str, Any]:
@@ -197,7 +213,7 @@ def import_dataset(opts: ImportOptions, out: str | Path, overwrite: bool = False
                        "answer_type": opts.answer_type, "test_fraction": opts.test_fraction, "seed": opts.seed,
                        "images": opts.images},
             "counts": {split: len(rows) for split, rows in files.items()},
-            "answer_types": dict(sorted(Counter(r.get("answer_type") or "(from task)" for r in records).items())),
+            "answer_types": dict(sorted(Counter(_type_label(r.get("answer_type")) for r in records).items())),
             "images": sum(1 for _ in (stage / "images").iterdir()),
             "files": {p.relative_to(stage).as_posix(): sha256_file(p)
                       for p in sorted(stage.rglob("*")) if p.is_file() or p.is_symlink()},

@@ -24,14 +24,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from trimpi.data.answers import THINK_CLOSE, THINK_OPEN, extract_boxed
 from trimpi.data.imports.readers import Row
-from trimpi.data.schema import THINK_CLOSE, THINK_OPEN
 from trimpi.errors import DataError
 
 FIELDS = ("id", "query", "images", "answer", "response", "reasoning", "split", "policy", "answer_type",
           "task", "scene", "meta", "group", "history", "messages", "prompt", "completion")
 _THINK = re.compile(re.escape(THINK_OPEN) + r"(.*?)" + re.escape(THINK_CLOSE), re.DOTALL)
-_BOXED = "\\boxed{"
+_MARK = re.compile(r"\[image \d+\] ?")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Example:
     id: str | None = None
     split: str | None = None
     policy: str | None = None
-    answer_type: str | None = None
+    answer_type: str | dict[str, Any] | None = None
     task: str | None = None
     scene: str | None = None
     group: str | None = None
@@ -219,17 +219,6 @@ def split_reasoning(text: str) -> tuple[str | None, str]:
     return m.group(1).strip() or None, text[m.end():].strip()
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (nested braces allowed), or None."""
-    start = text.rfind(_BOXED)
-    depth, i = 1, start + len(_BOXED)
-    for j in range(i, len(text)) if start >= 0 else ():
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
-
-
 def conversation(row: Row, name: str, messages: Any, queue: list[ImageRef]) -> dict[str, Any]:
     """query, answer, response, reasoning, images and history of a TRL conversation."""
     messages = _json_value(row, name, messages)
@@ -257,11 +246,11 @@ def conversation(row: Row, name: str, messages: Any, queue: list[ImageRef]) -> d
         reasoning, response = split_reasoning(answer_turn["text"])
         if not response:
             raise row.error(name, "the last assistant turn is empty")
-        answer, answer_type = last_boxed(response) or response, None
+        answer, answer_type = extract_boxed(response) or response, None
         if answer == response:
             response = None  # written by the answer type's rule (build.response_for)
     history = turns[:user]
-    query = turns[user]["text"]
+    query = _MARK.sub("", turns[user]["text"]).strip()  # the query's own images are shown just before it
     if history:
         query = f"{history_text(history)}\n\n{query}"
     return {"query": query, "answer": answer, "response": response, "reasoning": reasoning, "images": images,
@@ -334,7 +323,8 @@ def to_example(row: Row, mapping: dict[str, str]) -> Example:
     ex.id = _text(row, col["id"], get("id"))
     ex.split = _text(row, col["split"], get("split")) or row.split
     ex.policy = _text(row, col["policy"], get("policy"))
-    ex.answer_type = _text(row, col["answer_type"], get("answer_type")) or ex.answer_type
+    declared = get("answer_type")
+    ex.answer_type = ex.answer_type if _empty(declared) else declared
     ex.task = _text(row, col["task"], get("task"))
     ex.scene = _text(row, col["scene"], get("scene"))
     ex.group = _text(row, col["group"], get("group"))
