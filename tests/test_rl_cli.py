@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from trimpi.cli import app
 
 TESTS = str(Path(__file__).parent)
+PYTHONPATH = f"{TESTS}{os.pathsep}{Path(__file__).parents[1] / 'src'}"  # this checkout's trimpi, not an installed one
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +34,70 @@ def _args(data, model, out, *extra):
             "--reward", "test_rl_trainer:vowels", "--lr", "1e-2", *extra]
 
 
-def test_cli_train_and_resume(setup, monkeypatch):
+class Killed(Exception):
+    pass
+
+
+def test_fault2_rl_rerun_after_a_kill_resumes_by_itself(setup, monkeypatch):
+    from trimpi.train.rl.metrics import StepLogger
+
     tmp, data, model = setup
     monkeypatch.syspath_prepend(TESTS)
-    runner = CliRunner()
-    out = tmp / "out"
-    res = runner.invoke(app, _args(data, model, out, "--algo", "grpo", "--max-steps", "2", "--save-steps", "1"))
+    out = tmp / "killed"
+    args = _args(data, model, out, "--algo", "grpo", "--max-steps", "4", "--save-steps", "2")
+    log = StepLogger.log
+
+    def killed_after_step_3(self, row):
+        log(self, row)
+        if row["step"] == 3:
+            raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(StepLogger, "log", killed_after_step_3)
+        assert isinstance(CliRunner().invoke(app, args).exception, Killed)
+    assert not (out / "trimpi_stage.json").exists()
+    res = CliRunner().invoke(app, args)  # the same command again
     assert res.exit_code == 0, res.output
-    assert (out / "checkpoint-1").is_dir() and (out / "config.json").is_file()
-    res = runner.invoke(app, _args(data, model, out, "--algo", "grpo", "--max-steps", "3",
-                                   "--resume-from-checkpoint", "last"))
-    assert res.exit_code == 0, res.output
+    assert "resuming from checkpoint-2 (step 2 of 4)" in res.output
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3]
-    cfg = json.loads((out / "rl_config.json").read_text())["config"]
-    assert cfg["epsilon_high"] == 0.3 and cfg["beta"] == 0.01 and cfg["policy_rollout"]
+    assert steps == [1, 2, 3, 4]
+    summary = json.loads((out / "trimpi_stage.json").read_text())
+    assert summary["global_step"] == 4 and summary["config"]["epsilon_high"] == 0.3
+    assert summary["config"]["beta"] == 0.01 and summary["config"]["policy_rollout"]
+
+
+def test_fault2_rl_refuses_finished_out_without_overwrite(setup, monkeypatch):
+    from trimpi.errors import TrimpiError
+
+    tmp, data, model = setup
+    monkeypatch.syspath_prepend(TESTS)
+    out = tmp / "finished"
+    args = _args(data, model, out, "--max-steps", "1")
+    assert CliRunner().invoke(app, args).exit_code == 0
+    trained = (out / "model.safetensors").read_bytes()
+    res = CliRunner().invoke(app, [*args, "--lr", "1.0"])
+    assert isinstance(res.exception, TrimpiError) and "already holds a finished stage" in str(res.exception)
+    assert "\n" not in str(res.exception) and (out / "model.safetensors").read_bytes() == trained
+    res = CliRunner().invoke(app, [*args, "--overwrite", "--max-steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_rl_and_sft_lora_adapt_the_same_language_modules(setup, monkeypatch):
+    from trimpi.models.lora import lora_target_regex
+
+    tmp, data, model = setup
+    monkeypatch.syspath_prepend(TESTS)
+    out = tmp / "lora"
+    res = CliRunner().invoke(app, _args(data, model, out, "--max-steps", "1", "--lora-r", "2"))
+    assert res.exit_code == 0, res.output
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["target_modules"] == lora_target_regex()
+    from safetensors.torch import load_file
+
+    keys = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert keys and not any("vision" in k or "connector" in k for k in keys)
+    assert any("text_model" in k or "language_model" in k for k in keys)
 
 
 def test_cli_dapo_defaults_and_bad_option(setup, monkeypatch):
@@ -56,7 +106,7 @@ def test_cli_dapo_defaults_and_bad_option(setup, monkeypatch):
     cfg = RLConfig(algo="dapo").resolved()
     assert (cfg.epsilon, cfg.epsilon_high, cfg.beta, cfg.dynamic_sampling) == (0.2, 0.28, 0.0, True)
     tmp, data, model = setup
-    env = {**os.environ, "PYTHONPATH": TESTS}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     res = subprocess.run([sys.executable, "-m", "trimpi", *_args(data, model, tmp / "bad", "--loss-type", "foo")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: --loss-type")
@@ -71,9 +121,9 @@ def test_ddp_two_cpu_processes(setup):
            *_args(data, model, out, "--algo", "dapo", "--no-dynamic-sampling", "--prompts-per-step", "4",
                   "--max-steps", "2", "--save-steps", "1", "--per-device-train-batch-size", "3")]
     # --prompts-per-step given twice: the last value (4) wins
-    env = {**os.environ, "PYTHONPATH": TESTS, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (out / "checkpoint-1" / "rank-0.pt").is_file() and (out / "checkpoint-1" / "rank-1.pt").is_file()
+    assert all((out / "checkpoints" / "checkpoint-1" / f"rank-{r}.pt").is_file() for r in (0, 1))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["num_samples"] == 8  # per process: 2 prompts x 2G

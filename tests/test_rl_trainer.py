@@ -104,9 +104,9 @@ def test_killed_and_resumed_run_matches_uninterrupted(rl_data, tmp_path):
     model, proc = tiny_model()
     with pytest.raises(Interrupt):
         train_rl(cfg, model, proc, records, root, tmp_path / "b", rewards=VOWELS, on_step=kill)
-    assert (tmp_path / "b" / "checkpoint-2").is_dir()
+    assert (tmp_path / "b" / "checkpoints" / "checkpoint-2").is_dir()
     model, proc = tiny_model()
-    train_rl(cfg, model, proc, records, root, tmp_path / "b", rewards=VOWELS, resume_from_checkpoint="last")
+    train_rl(cfg, model, proc, records, root, tmp_path / "b", rewards=VOWELS)  # resumes by itself
     got = _params(model)
     for k, v in expected.items():
         assert torch.equal(got[k], v), k

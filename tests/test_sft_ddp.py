@@ -23,7 +23,7 @@ def _launch(stage_args: list[str], timeout: int = 400) -> subprocess.CompletedPr
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "configs" / "accelerate" / "ddp_cpu.yaml"),
            "-m", "trimpi", "train", *stage_args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}  # this checkout's trimpi
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 

@@ -49,12 +49,16 @@ def rl(
     split: Annotated[str, typer.Option(help="JSONL file of --data to train on.")] = "train",
     save_steps: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: final model only).")] = 0,
     save_total_limit: Annotated[int, typer.Option(help="Checkpoints to keep.")] = 2,
-    resume_from_checkpoint: Annotated[str | None, typer.Option(help="A checkpoint directory, or 'last'.")] = None,
+    resume_from_checkpoint: Annotated[str, typer.Option(help="A checkpoint directory, or 'last': the newest in "
+                                                             "--out, if any (a rerun resumes by itself).")] = "last",
+    overwrite: Annotated[bool, typer.Option(help="Train again over a finished output directory.")] = False,
     report_to: Annotated[str, typer.Option(help="none, tensorboard, wandb, ... (accelerate trackers).")] = "none",
     lora_r: Annotated[int, typer.Option(help="LoRA rank (0: full-parameter training, the paper's setting).")] = 0,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (default: 2 x rank).")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32 / bfloat16 (default: fp32 on CPU).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (step, reward, "
+                                                                           "accuracy, ETA).")] = True,
 ) -> None:
     """RL with GRPO or DAPO, optionally with PolicyRollout; writes a from_pretrained-loadable model."""
     from trimpi.data.answers import Scoring, needs_judge
@@ -65,7 +69,9 @@ def rl(
     from trimpi.train.rl.config import RLConfig
     from trimpi.train.rl.rewards import RewardSpec
     from trimpi.train.rl.trainer import make_accelerator, train_rl
+    from trimpi.train.stage import prepare_stage_dir
 
+    prepare_stage_dir(out, overwrite)  # refuse a finished --out before loading anything
     path = data / f"{split}.jsonl"
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected a dataset directory with {split}.jsonl)")
@@ -76,9 +82,9 @@ def rl(
     accelerator = make_accelerator(report_to)
     net, processor = load_model(model, dtype=dtype, device=accelerator.device, data=data, seed=seed)
     if lora_r > 0:
-        from peft import LoraConfig, get_peft_model
+        from trimpi.models.lora import apply_lora
 
-        net = get_peft_model(net, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules="all-linear"))
+        net = apply_lora(net, lora_r, lora_alpha, dropout=0.0)  # dropout would make the ratio noisy
     if lr is None:
         lr = 1e-4 if sum(p.numel() for p in net.parameters()) < SMALL_MODEL_PARAMS else 1e-6
     cfg = RLConfig(
@@ -92,7 +98,8 @@ def rl(
         reward_weights=rewards.weights,
     ).resolved()
     row = train_rl(cfg, net, processor, records, data, out, rewards=rewards, accelerator=accelerator,
-                   resume_from_checkpoint=resume_from_checkpoint, start_checkpoint=str(model), report_to=report_to)
+                   resume_from_checkpoint=resume_from_checkpoint, start_checkpoint=str(model), report_to=report_to,
+                   overwrite=overwrite, progress=progress)
     if accelerator.is_main_process:
         typer.echo(f"model: {out}\nmetrics: {out / 'metrics.jsonl'}\nlast step: {row.get('step', 0)} "
                    f"reward {row.get('reward', 0.0):.3f}")

@@ -142,6 +142,8 @@ def run_rl_step(step: Step, ctx: Context) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: file not found (RL trains on train.jsonl)")
     records = load_records(path)
+    if (done := finished_summary(step.dir(ctx.out))) is not None:  # finished, but not yet recorded as done
+        return {"steps": done["global_step"], "reward": done["last_step"].get("reward"), "metrics": "metrics.jsonl"}
     try:
         row = _train_rl(step, ctx, records, root, resume="last")
     except TrimpiError as e:

@@ -46,7 +46,7 @@ def prepare_stage_dir(out: str | Path, overwrite: bool) -> Path:
             raise TrimpiError(f"{out}: already holds a finished stage (pass --overwrite to train again)")
         shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
         (out / METRICS_FILE).unlink(missing_ok=True)
-        (out / STAGE_MARKER).unlink()
+        (out / STAGE_MARKER).unlink(missing_ok=True)  # every process of a DDP run clears it
     return out
 
 

@@ -9,9 +9,9 @@ Modules, in data-flow order:
     rollout     sample_groups (plain or PolicyRollout), make_batch (advantages), collect (dynamic sampling)
     core_algos  pure math: group advantages, clipped objective, k3 KL, loss aggregation per loss_type
     update      log-probs under the stored (no-policy) prompt; micro-batched policy update
-    metrics     per-step metrics reduced over processes, JSONL logger
-    checkpoint  save_pretrained checkpoints with optimizer / scheduler / RNG / data position
-    trainer     train_rl(): the loop
+    metrics     per-step metrics reduced over processes; metrics.jsonl, trackers, progress bar
+    checkpoint  save_pretrained checkpoints with optimizer / scheduler / RNG / data position (weights_only)
+    trainer     train_rl(): setup, the loop, save and mark the stage finished
 
 Python entry point: `trimpi.train.rl.trainer.train_rl(cfg, model, processor, records, data_root, out)`.
 """

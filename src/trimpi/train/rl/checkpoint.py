@@ -1,13 +1,15 @@
 """RL checkpoints: save_pretrained weights + everything needed for an exact resume.
 
-Layout of `OUT/checkpoint-STEP/`:
+Layout of `OUT/checkpoints/checkpoint-STEP/` (the stage layout of `trimpi.train.stage`):
     config.json, model.safetensors ...  the model (from_pretrained-loadable; adapter files under LoRA)
     processor / tokenizer files
     optimizer.pt, scheduler.pt          optimizer and LR scheduler state
     trainer_state.json                  step, RL config, the starting checkpoint
     rank-R.pt                           per process: data position and RNG states
 A checkpoint is written to a temporary directory and renamed, so a killed run never leaves
-a half-written one behind.
+a half-written one behind. Every .pt file holds only tensors, numbers, strings, lists and dicts
+(RNG states included), and is read with `torch.load(weights_only=True)`: resuming from a
+checkpoint someone else made cannot run code.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ import torch
 
 from trimpi.data.io import read_json, write_json
 from trimpi.errors import TrimpiError
+from trimpi.train.stage import CHECKPOINTS_DIR
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def checkpoints(out: str | Path) -> list[Path]:
-    """Complete checkpoints in `out`, oldest first."""
-    out = Path(out)
-    if not out.is_dir():
+    """Complete checkpoints of the stage directory `out`, oldest first."""
+    root = Path(out) / CHECKPOINTS_DIR
+    if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in out.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()]
     return [p for _, p in sorted(found)]
 
 
@@ -49,13 +52,38 @@ def resolve_resume(out: str | Path, resume: str | None) -> Path | None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy and torch (CPU and CUDA) RNG states as tensors, lists and numbers only."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_plain(path: Path):
+    """torch.load of a file that may hold only tensors and plain containers (weights_only=True)."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrimpiError(f"{path}: not a plain-tensor checkpoint file, refusing to load it ({first})") from None
 
 
 def save(
@@ -63,8 +91,8 @@ def save(
     total_limit: int = 0,
 ) -> Path:
     """Write checkpoint-STEP (collective: call on every process)."""
-    final = out / f"checkpoint-{step}"
-    tmp = out / f".checkpoint-{step}.tmp"
+    final = out / CHECKPOINTS_DIR / f"checkpoint-{step}"
+    tmp = out / CHECKPOINTS_DIR / f".checkpoint-{step}.tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -112,12 +140,28 @@ def _load_weights(model, path: Path) -> None:
 def load(accelerator, path: Path, model, optimizer, scheduler) -> tuple[dict, dict]:
     """Restore weights, optimizer, scheduler and this process's RNG. Returns (state, rank_state)."""
     _load_weights(accelerator.unwrap_model(model), path)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    optimizer.load_state_dict(load_plain(path / "optimizer.pt"))
+    scheduler.load_state_dict(load_plain(path / "scheduler.pt"))
     state = read_json(path / "trainer_state.json")
     rank_file = path / f"rank-{accelerator.process_index}.pt"
     if not rank_file.is_file():
         raise TrimpiError(f"{rank_file}: missing (resume with the same number of processes)")
-    rank_state = torch.load(rank_file, weights_only=False)
+    rank_state = load_plain(rank_file)
     set_rng_state(rank_state.pop("rng"))
     return state, rank_state
+
+
+def save_final(accelerator, model, processor, out: Path) -> None:
+    """The trained model in `out`, loadable with from_pretrained (main process). Under LoRA the
+    adapter is kept in `out/adapter` and the saved model is the merged one."""
+    import copy
+
+    from trimpi.models.loading import save_checkpoint
+
+    if not accelerator.is_main_process:
+        return
+    final = accelerator.unwrap_model(model)
+    if hasattr(final, "peft_config") and hasattr(final, "merge_and_unload"):
+        final.save_pretrained(out / "adapter")
+        final = copy.deepcopy(final).merge_and_unload()
+    save_checkpoint(final, processor, out)

@@ -87,18 +87,62 @@ def finish(values: dict[str, float]) -> dict[str, float]:
     return out
 
 
-class JsonlLogger:
-    """Appends one JSON object per step; on resume, drops lines of steps after the checkpoint."""
+STEP_METRICS = SAMPLE_METRICS + TRAIN_METRICS + ["dynamic_sampling/tries", "completion_tokens", "step_time",
+                                                 "generation_time"]
 
-    def __init__(self, path: str | Path, resume_step: int | None = None):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None and self.path.is_file():
-            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
-        elif resume_step is None and self.path.is_file():
-            self.path.unlink()
+
+def step_row(m: MetricSums, stats, world: int, step_time: float, generation_time: float) -> dict[str, float]:
+    """The reduced metrics of one step (collective under DDP: call on every process). `stats`:
+    the step's RolloutStats; completion_tokens is summed over processes, the rest averaged."""
+    m.add("dynamic_sampling/tries", stats.tries)
+    m.add("completion_tokens", sum(len(s.completion.token_ids) for s in stats.sampled), 1.0 / world)
+    m.add("step_time", step_time)
+    m.add("generation_time", generation_time)
+    row = finish(m.reduce(STEP_METRICS))
+    row["tokens_per_s"] = row["completion_tokens"] / max(row["step_time"], 1e-9)
+    return row
+
+
+def progress_postfix(row: dict, accuracy: tuple[str, ...] = ()) -> dict[str, str]:
+    """What the progress bar shows of a step: the reward, and the accuracy of each sample kind in
+    `accuracy` ("plain", and "policy" under PolicyRollout)."""
+    shown = {"reward": row.get("reward"), **{f"acc/{k}": row.get(f"accuracy/{k}") for k in accuracy}}
+    return {k: f"{v:.3f}" for k, v in shown.items() if v is not None}
+
+
+class StepLogger:
+    """Where each step's metrics go: OUT/metrics.jsonl (every `every` steps, main process), the
+    accelerate trackers (`report_to`) and a progress bar with ETA (`progress`, main process) showing
+    the reward and the accuracy of the sample kinds in `accuracy`.
+
+    metrics.jsonl keeps the rows up to `start_step`, the step the run (re)starts from.
+    """
+
+    def __init__(self, out: str | Path, start_step: int, total_steps: int, accelerator, every: int = 1,
+                 trackers: bool = False, progress: bool = False, accuracy: tuple[str, ...] = ()):
+        from tqdm.auto import tqdm
+
+        from trimpi.train.stage import METRICS_FILE, resume_metrics
+
+        self.main = accelerator.is_main_process
+        self.accelerator, self.every, self.trackers, self.accuracy = accelerator, max(every, 1), trackers, accuracy
+        self.path = Path(out) / METRICS_FILE
+        if self.main:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            resume_metrics(out, start_step)
+        self.bar = tqdm(total=total_steps, initial=start_step, desc="rl", unit="step",
+                        disable=not (progress and self.main))
 
     def log(self, row: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+        if not self.main:
+            return
+        self.bar.set_postfix(progress_postfix(row, self.accuracy), refresh=False)
+        self.bar.update(1)
+        if row["step"] % self.every == 0:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+            if self.trackers:
+                self.accelerator.log(row, step=row["step"])
+
+    def close(self) -> None:
+        self.bar.close()

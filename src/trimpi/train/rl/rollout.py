@@ -169,3 +169,20 @@ def record_stream(records: list[Record], seed: int, start: int = 0) -> Iterator[
         for i in order[k:]:
             yield pos, records[i]
             pos += 1
+
+
+class ShardStream:
+    """One process's endless stream of its shard of the records (`record_stream`).
+
+    `position` (records drawn so far) is what a checkpoint saves; group ids are unique over
+    processes: position × world + rank."""
+
+    def __init__(self, shard: list[Record], seed: int, world: int = 1, rank: int = 0, start: int = 0):
+        self.world, self.rank, self.position = world, rank, start
+        self._stream = record_stream(shard, seed, start)
+
+    def take(self, k: int) -> list[tuple[int, Record]]:
+        """The next k (group id, record) pairs."""
+        drawn = [next(self._stream) for _ in range(k)]
+        self.position = drawn[-1][0] + 1
+        return [(pos * self.world + self.rank, rec) for pos, rec in drawn]

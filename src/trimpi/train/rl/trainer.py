@@ -1,15 +1,19 @@
-"""The RL loop: rollout → rewards/advantages → (reference / old log-probs) → update, per step.
+"""The RL stage: setup, then per step rollout → advantages → log-probs → update, then save and mark.
 
 One step = `prompts_per_step` groups (over all processes) sampled from the current policy,
 then `num_iterations` optimizer updates on them. Each process takes its own shard of the
 records and its own prompts; gradients are averaged by DDP (`accelerate launch`).
 Generation is seeded from (seed, step, rank), so a resumed run samples exactly what the
 uninterrupted run would have.
+
+The output directory is a stage directory (`trimpi.train.stage`): a finished one is refused
+unless `overwrite`, an unfinished one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
 import time
@@ -20,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trimpi.data.io import write_json
 from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import ConfigError
 from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, SamplingParams
@@ -28,10 +31,11 @@ from trimpi.generation.prompts import PromptBuilder
 from trimpi.models.processing import tokenizer_of
 from trimpi.train.rl import checkpoint as ckpt
 from trimpi.train.rl.config import RLConfig
-from trimpi.train.rl.metrics import SAMPLE_METRICS, TRAIN_METRICS, JsonlLogger, MetricSums, add_sample_metrics, finish
+from trimpi.train.rl.metrics import MetricSums, StepLogger, add_sample_metrics, step_row
 from trimpi.train.rl.rewards import RewardSpec
-from trimpi.train.rl.rollout import collect, make_batch, record_stream, sample_groups
-from trimpi.train.rl.update import batch_logps, normalizer, policy_update
+from trimpi.train.rl.rollout import ShardStream, collect, make_batch, sample_groups
+from trimpi.train.rl.update import fill_logps, normalizer, optimizer_step, policy_update
+from trimpi.train.stage import mark_finished, prepare_stage_dir
 
 
 def make_accelerator(report_to: str | None = None):
@@ -39,12 +43,15 @@ def make_accelerator(report_to: str | None = None):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    log_with = None if report_to in (None, "", "none") else report_to.split(",")
     return Accelerator(
         cpu=not torch.cuda.is_available(),
-        log_with=log_with,
+        log_with=report_to.split(",") if _tracking(report_to) else None,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+
+
+def _tracking(report_to: str | None) -> bool:
+    return report_to not in (None, "", "none")
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -67,6 +74,19 @@ def _is_peft(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
+def reference_model(cfg: RLConfig, model, ref_model=None):
+    """The frozen reference for β > 0: `ref_model`, or a copy of the starting model; None under
+    LoRA (the adapter-disabled policy is the reference) or when β = 0."""
+    if cfg.beta > 0 and ref_model is None and not _is_peft(model):
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    return ref_model
+
+
+def pad_token_id(processor) -> int:
+    tok = tokenizer_of(processor)
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
 def train_rl(
     cfg: RLConfig,
     model,
@@ -78,136 +98,106 @@ def train_rl(
     ref_model=None,
     engine: GenerationEngine | None = None,
     accelerator=None,
-    resume_from_checkpoint: str | None = None,
+    resume_from_checkpoint: str | None = "last",
     start_checkpoint: str | None = None,
     report_to: str | None = None,
     on_step: Callable[[int, dict], None] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Train `model` with GRPO / DAPO (PolicyRollout when cfg.policy_rollout) and save it to `out`.
 
     records: training records (non-CoT QA with `answer`); data_root: their dataset directory
     (images, policies/). ref_model: the frozen reference for β > 0 (default: a copy of `model`
     as given, or the adapter-disabled base under LoRA). engine: rollout engine (default: HF
-    generate on `model`). resume_from_checkpoint: a checkpoint dir or "last". Metrics go to
-    OUT/metrics.jsonl. Returns the last step's metrics.
+    generate on `model`). resume_from_checkpoint: "last" (the newest checkpoint in `out`, if
+    any), a checkpoint directory, or None to start from step 1. overwrite: train again over a
+    finished `out`. progress: a progress bar (step, reward, accuracy, ETA). on_step(step, row):
+    called after every step. Metrics go to OUT/metrics.jsonl. Returns the last step's metrics.
     """
+    # --- setup
     cfg = cfg.resolved()
-    out = Path(out)
+    out = prepare_stage_dir(out, overwrite)
     accelerator = accelerator or make_accelerator(report_to)
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.prompts_per_step % world:
         raise ConfigError(f"--prompts-per-step {cfg.prompts_per_step} is not divisible by {world} processes")
-    local_prompts = cfg.prompts_per_step // world
     shard = records[rank::world]
     if not shard:
         raise ConfigError(f"process {rank} has no training records ({len(records)} records, {world} processes)")
     rewards = rewards or RewardSpec(weights=dict(cfg.reward_weights))
     seed_everything(cfg.seed)
 
-    if cfg.beta > 0 and ref_model is None and not _is_peft(model):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    ref_model = reference_model(cfg, model, ref_model)
     n_steps = total_steps(cfg, len(records))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
     from transformers import get_scheduler
 
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, cfg.warmup_steps, n_steps * cfg.num_iterations)
     model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
+    policy = accelerator.unwrap_model(model)
     if ref_model is not None:
         ref_model.to(accelerator.device)
-    pad_id = tokenizer_of(processor).pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer_of(processor).eos_token_id
-    engine = engine or HFGenerateEngine(unwrapped, processor, batch_size=cfg.generation_batch_size)
-    builder = PromptBuilder(processor, data_root, placement=cfg.policy_placement)
-    policies = PolicyStore(data_root) if cfg.policy_rollout else None
-    sampling = SamplingParams(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k)
+    pad_id = pad_token_id(processor)
+    engine = engine or HFGenerateEngine(policy, processor, batch_size=cfg.generation_batch_size)
+    sample = functools.partial(
+        sample_groups, engine, PromptBuilder(processor, data_root, placement=cfg.policy_placement),
+        num_generations=cfg.num_generations, rewards=rewards,
+        params=SamplingParams(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k),
+        policies=PolicyStore(data_root) if cfg.policy_rollout else None)
 
     step, position = 0, 0
     resume = ckpt.resolve_resume(out, resume_from_checkpoint)
     if resume is not None:
         state, rank_state = ckpt.load(accelerator, resume, model, optimizer, scheduler)
         step, position = int(state["step"]), int(rank_state["position"])
-    logger = JsonlLogger(out / "metrics.jsonl", resume_step=step if resume else None) if accelerator.is_main_process else None
-    if accelerator.is_main_process and report_to not in (None, "", "none"):
+        accelerator.print(f"{out}: resuming from {resume.name} (step {step} of {n_steps})")
+    stream = ShardStream(shard, cfg.seed + 7919 * rank, world, rank, start=position)
+    kinds = ("plain", "policy") if cfg.policy_rollout else ("plain",)
+    logger = StepLogger(out, step, n_steps, accelerator, cfg.logging_steps, _tracking(report_to), progress,
+                        accuracy=kinds if "accuracy" in rewards.weights else ())
+    if accelerator.is_main_process and _tracking(report_to):
         accelerator.init_trackers("trimpi-rl", config=asdict(cfg))
     base_state = {"config": asdict(cfg), "start_checkpoint": start_checkpoint, "world_size": world}
 
-    stream = record_stream(shard, cfg.seed + 7919 * rank, start=position)
-    cursor = {"position": position}
-
-    def next_records(k: int):
-        drawn = [next(stream) for _ in range(k)]
-        cursor["position"] = drawn[-1][0] + 1
-        return [(pos * world + rank, rec) for pos, rec in drawn]
-
-    def sample_fn(recs, gids):
-        return sample_groups(engine, builder, recs, gids, cfg.num_generations, sampling, rewards, policies)
-
+    # --- train
     row: dict = {}
     model.train()
     while step < n_steps:
         t0 = time.perf_counter()
         seed_everything(step_seed(cfg.seed, step, rank))
-        engine.update_weights(unwrapped)
-        samples, stats = collect(next_records, sample_fn, local_prompts, cfg.dynamic_sampling,
-                                 cfg.dynamic_sampling_max_tries)
+        engine.update_weights(policy)
+        samples, stats = collect(stream.take, sample, cfg.prompts_per_step // world,
+                                 cfg.dynamic_sampling, cfg.dynamic_sampling_max_tries)
         t_gen = time.perf_counter() - t0
         batch = make_batch(samples, cfg.scale_rewards, cfg.mask_truncated_completions)
-        if cfg.beta > 0:
-            if ref_model is not None:
-                batch.ref_logps = batch_logps(ref_model, processor, batch, cfg.per_device_train_batch_size, pad_id,
-                                              cfg.temperature)
-            else:
-                with unwrapped.disable_adapter():
-                    batch.ref_logps = batch_logps(unwrapped, processor, batch, cfg.per_device_train_batch_size,
-                                                  pad_id, cfg.temperature)
-        if cfg.num_iterations > 1:
-            batch.old_logps = batch_logps(unwrapped, processor, batch, cfg.per_device_train_batch_size, pad_id,
-                                          cfg.temperature)
+        fill_logps(batch, cfg, policy, ref_model, processor, pad_id)
         norm = normalizer(batch, cfg.loss_type, cfg.max_completion_length, world)
         m = MetricSums()
         add_sample_metrics(m, stats.sampled, stats.groups_sampled, stats.groups_zero_std)
-        grad_norm = 0.0
         for _ in range(cfg.num_iterations):
             policy_update(accelerator, model, processor, batch, cfg, norm, pad_id, m)
-            if cfg.max_grad_norm and cfg.max_grad_norm > 0:
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(accelerator, model, optimizer, scheduler, cfg.max_grad_norm)
         step += 1
-        m.add("dynamic_sampling/tries", stats.tries)
-        m.add("completion_tokens", sum(len(s.completion.token_ids) for s in stats.sampled), 0)
-        m.counts["completion_tokens"] = 1.0 / world  # sum over processes
-        m.add("step_time", time.perf_counter() - t0)
-        m.add("generation_time", t_gen)
-        row = finish(m.reduce(SAMPLE_METRICS + TRAIN_METRICS + [
-            "dynamic_sampling/tries", "completion_tokens", "step_time", "generation_time"]))
-        row.update(step=step, epoch=cursor["position"] * world / len(records), learning_rate=scheduler.get_last_lr()[0],
-                   grad_norm=grad_norm, tokens_per_s=row["completion_tokens"] / max(row["step_time"], 1e-9))
-        if logger is not None and step % max(cfg.logging_steps, 1) == 0:
-            logger.log(row)
-            if report_to not in (None, "", "none"):
-                accelerator.log(row, step=step)
+        row = step_row(m, stats, world, time.perf_counter() - t0, t_gen)
+        row.update(step=step, epoch=stream.position * world / len(records), learning_rate=scheduler.get_last_lr()[0],
+                   grad_norm=grad_norm)
+        logger.log(row)
         if cfg.save_steps > 0 and step % cfg.save_steps == 0 and step < n_steps:
             ckpt.save(accelerator, out, step, model, processor, optimizer, scheduler, base_state,
-                      {"position": cursor["position"]}, cfg.save_total_limit)
+                      {"position": stream.position}, cfg.save_total_limit)
         if on_step is not None:
             on_step(step, row)
 
+    # --- save the model, then mark the stage finished
+    logger.close()
     accelerator.wait_for_everyone()
+    ckpt.save_final(accelerator, model, processor, out)
     if accelerator.is_main_process:
-        from trimpi.models.loading import save_checkpoint
-
-        final = accelerator.unwrap_model(model)
-        if _is_peft(final):  # LoRA: the saved model is the merged one, loadable with from_pretrained
-            final.save_pretrained(out / "adapter")
-            final = copy.deepcopy(final).merge_and_unload()
-        save_checkpoint(final, processor, out)
-        write_json(out / "rl_config.json", {**base_state, "steps": step})
+        last = {k: v for k, v in row.items() if not (isinstance(v, float) and not math.isfinite(v))}
+        mark_finished(out, {"stage": "rl", "global_step": step, **base_state, "last_step": last})
     accelerator.wait_for_everyone()
-    if report_to not in (None, "", "none"):
+    if _tracking(report_to):
         accelerator.end_training()
     return row

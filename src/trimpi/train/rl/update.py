@@ -51,6 +51,34 @@ def batch_logps(
     return torch.cat(parts) if parts else torch.zeros(0, t)
 
 
+def fill_logps(batch: RolloutBatch, cfg, policy, ref_model, processor, pad_token_id: int) -> None:
+    """Reference log-probs (β > 0: `ref_model`, or `policy` with its LoRA adapter disabled) and, when
+    the batch is used for several updates (num_iterations > 1), the old log-probs of `policy`."""
+    def logps(model):
+        return batch_logps(model, processor, batch, cfg.per_device_train_batch_size, pad_token_id, cfg.temperature)
+
+    if cfg.beta > 0:
+        if ref_model is not None:
+            batch.ref_logps = logps(ref_model)
+        else:
+            with policy.disable_adapter():
+                batch.ref_logps = logps(policy)
+    if cfg.num_iterations > 1:
+        batch.old_logps = logps(policy)
+
+
+def optimizer_step(accelerator, model, optimizer, scheduler, max_grad_norm: float | None) -> float:
+    """Clip (when max_grad_norm > 0), step the optimizer and the LR schedule; returns the gradient norm
+    before clipping (0.0 without clipping)."""
+    grad_norm = 0.0
+    if max_grad_norm and max_grad_norm > 0:
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 def _global_sum(value: float) -> float:
     if dist.is_available() and dist.is_initialized():
         x = torch.tensor([value], dtype=torch.float64)
