@@ -231,3 +231,11 @@ def test_setup_faults_stop_rl_while_bad_completions_score_zero():
     assert total == [0.0]
     with pytest.raises(TrimpiError, match=r"^answer type 'test_answers:explodes' failed on record c7: KeyError"):
         score_example(custom, "anything", LEX)
+
+
+def test_unreadable_gold_tool_call_is_a_data_error_everywhere():
+    bad = rec("gta", "OCR please", rid="g9")
+    with pytest.raises(DataError, match="^record g9: field 'answer' is not a JSON tool call"):
+        score_example(bad, '{"name": "OCR_v1"}', LEX)
+    with pytest.raises(DataError, match="^record g9"):
+        RewardSpec().score(['{"name": "OCR_v1"}'], [bad])

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol
 from trimpi.data.answers.extract import after_think, extract_boxed, parse_tool_call, unboxed
 from trimpi.data.gta.metrics import score_tool_call
 from trimpi.data.gta.scorers import TextScorer, get_scorer
-from trimpi.errors import ConfigError, TrimpiError
+from trimpi.errors import ConfigError, DataError, TrimpiError
 
 DEFAULT_TEXT_SCORER = "default"  # GTA free-text arguments: MiniLM BERTScore when installed, else lexical F1
 
@@ -130,10 +130,10 @@ class ChoiceAnswer(AnswerType):
         if m is None:
             return None
         k = ord(m.group(1).upper()) - ord("A")
-        if self.options and (k >= len(self.options) or (m.group(2) and m.group(2).strip().lower().rstrip(".")
-                                                          not in ("", texts[k]))):
-            return None
-        return k
+        if not self.options:
+            return k
+        tail = " ".join((m.group(2) or "").split()).lower().rstrip(".")  # "B) blue" must name option B's text
+        return k if k < len(self.options) and tail in ("", texts[k]) else None
 
     def match(self, pred: str, gold: str) -> float:
         p, g = self.index(pred), self.index(gold)
@@ -172,7 +172,10 @@ class ToolCallAnswer(AnswerType):
         return json.dumps(call, sort_keys=True, ensure_ascii=False) if call else None
 
     def score(self, text: str, record: Any, scoring: Scoring) -> Scored:
-        parts = score_tool_call(text, record.answer, scoring.text_scorer)
+        try:
+            parts = score_tool_call(text, record.answer, scoring.text_scorer)
+        except ValueError:  # only the gold side can raise
+            raise DataError(f"record {record.id}: field 'answer' is not a JSON tool call: {record.answer[:80]!r}") from None
         return Scored(parts["overall"], self.extract(text), parts)
 
 
@@ -212,7 +215,7 @@ class CustomAnswer(AnswerType):
             value, pred = out if isinstance(out, tuple) else (out, None)
             value = float(value)
         except Exception as e:  # noqa: BLE001 - user code: report it as one line naming it
-            raise TrimpiError(f"answer type '{self.spec}' failed on record {record.id}: {type(e).__name__}: {e}")
+            raise TrimpiError(f"answer type '{self.spec}' failed on record {record.id}: {type(e).__name__}: {e}") from None
         score = min(1.0, max(0.0, value)) if not math.isnan(value) else 0.0
         return Scored(score, None if pred is None else str(pred))
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from trimpi.data.answers import Scoring, format_ok, load_function, score_answer
 from trimpi.data.schema import Record
-from trimpi.errors import ConfigError
+from trimpi.errors import ConfigError, DataError
 
 RewardFn = Callable[[list[str], list[Record]], list[float]]
 
@@ -69,13 +69,14 @@ def load_reward(spec: str, scoring: Scoring | None = None) -> RewardFn:
 def _safe_call(fn: RewardFn, completions: list[str], records: list[Record]) -> list[float]:
     """Call fn on the batch; if it raises, score item by item and give 0 to the failures.
 
-    A ConfigError (e.g. a record whose answer type needs a judge that is not configured) is a
-    setup fault, not a bad completion: it stops the run instead of silently scoring 0."""
+    A ConfigError or DataError (a record whose answer type needs a missing judge, a gold answer
+    that cannot be read) is a setup fault, not a bad completion: it stops the run instead of
+    silently scoring 0."""
     try:
         values = [float(v) for v in fn(completions, records)]
         if len(values) == len(completions):
             return [0.0 if math.isnan(v) else v for v in values]
-    except ConfigError:
+    except (ConfigError, DataError):
         raise
     except Exception:  # noqa: BLE001 - a reward must never crash a step
         pass
@@ -84,7 +85,7 @@ def _safe_call(fn: RewardFn, completions: list[str], records: list[Record]) -> l
         try:
             v = float(fn([c], [r])[0])
             out.append(0.0 if math.isnan(v) else v)
-        except ConfigError:
+        except (ConfigError, DataError):
             raise
         except Exception:  # noqa: BLE001
             out.append(0.0)
