@@ -222,3 +222,190 @@ def test_fault6_write_error_is_one_line(tmp_path):
 
     with pytest.raises(TrimpiError, match=r"^/sys/x\.json: cannot write \(Permission denied\)$"):
         write_json("/sys/x.json", {})
+
+
+# --- fault 5: broken images in an imported release ----------------------------------------------------------------
+
+
+BROKEN = {"text": b"this is not a picture\n", "empty": b""}
+
+
+@pytest.mark.parametrize("kind", ["text", "empty"])
+def test_fault5_broken_gta_image_fails_the_build(tmp_path, kind):
+    from test_gta_loader import _item
+    from trimpi.data.gta.build import build_gta
+    from trimpi.errors import DataError
+
+    release = gta_release(tmp_path / "gta", {"0": _item(), "1": _item()})
+    (release / "image/a.jpg").write_bytes(BROKEN[kind])
+    reason = "not an image file" if kind == "text" else "empty file"
+    with pytest.raises(DataError, match=rf"item '0' field files\[0\]\.path: image image/a\.jpg cannot be decoded "
+                                        rf"\({reason}\)$"):
+        build_gta(out=tmp_path / "out", gta_dir=release)
+    assert not (tmp_path / "out").exists()
+
+
+def clevr_release(root: Path, built: Path) -> Path:
+    from test_clevr_build import make_release
+
+    return make_release(root, built)
+
+
+@pytest.fixture(scope="module")
+def small_clevr(tmp_path_factory) -> Path:
+    from trimpi.data.clevr.build import ClevrConfig, build_clevr
+
+    out = tmp_path_factory.mktemp("faults_small") / "data"
+    build_clevr(ClevrConfig(depths=[2], policies=2, train_per_policy=3, test=3, cot=1, general=1, width=32, height=24,
+                            workers=1), out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["text", "empty"])
+def test_fault5_broken_clevr_image_fails_the_build(tmp_path, small_clevr, kind):
+    from trimpi.data.clevr.build import ClevrConfig, build_clevr
+    from trimpi.errors import DataError
+
+    release = clevr_release(tmp_path / "CLEVR", small_clevr)
+    victim = sorted((release / "images" / "val").iterdir())[1]
+    victim.write_bytes(BROKEN[kind])
+    cfg = ClevrConfig(depths=[2], policies=2, train_per_policy=3, test=3, cot=1, general=1, clevr_dir=str(release))
+    with pytest.raises(DataError, match=rf"image {victim} cannot be decoded"):
+        build_clevr(cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and not partials(tmp_path)
+
+
+# --- fault 8: the smaller ones ---------------------------------------------------------------------------------
+
+
+def test_fault8_sigkilled_build_leaves_partial_that_next_build_removes(tmp_path):
+    out = tmp_path / "data"
+    proc = trimpi("data", "clevr", "--out", str(out), "--train-per-policy", "3000", "--test", "20", *TINY_CLEVR)
+    wait_for(lambda: partials(tmp_path), proc=proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (left,) = partials(tmp_path)
+    assert left.name.startswith(f".data.partial-{proc.pid}-")
+    code, err = finish(trimpi("data", "clevr", "--out", str(out), "--train-per-policy", "2", "--test", "2",
+                              *TINY_CLEVR))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_fault8_live_builds_partial_is_kept(tmp_path):
+    """Only the stage of a dead process is stale: a live one's (another user's tool, say) stays."""
+    from trimpi.data.io import stale_stages
+
+    out = tmp_path / "data"
+    mine = tmp_path / f".data.partial-{os.getpid()}-abcd"
+    mine.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = tmp_path / f".data.partial-{dead.pid}-abcd"
+    gone.mkdir()
+    old = tmp_path / f".data.old-{dead.pid}-efgh"
+    old.mkdir()
+    assert stale_stages(out) == sorted([gone, old])
+
+
+def modes(root: Path) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {"dirs": set(), "files": set()}
+    for p in [root, *root.rglob("*")]:
+        found["dirs" if p.is_dir() else "files"].add(oct(p.stat().st_mode & 0o777))
+    return found
+
+
+@pytest.mark.parametrize("umask,file_mode,dir_mode", [(0o022, "0o644", "0o755"), (0o077, "0o600", "0o700")])
+def test_fault8_outputs_honour_the_umask(tmp_path, umask, file_mode, dir_mode):
+    from test_gta_loader import _item
+    from trimpi.data.clevr.build import ClevrConfig, build_clevr
+    from trimpi.data.gta.build import build_gta
+    from trimpi.data.io import staged_directory, write_json
+    from trimpi.models.loading import save_checkpoint
+    from trimpi.models.tiny import build_tiny
+
+    release = gta_release(tmp_path / "gta", {"0": _item(), "1": _item()})
+    model, processor = build_tiny("qwen2_5_vl")
+    old = os.umask(umask)
+    try:
+        build_clevr(ClevrConfig(depths=[2], variant="M", policies=1, train_per_policy=2, test=2, cot=1, width=32,
+                                height=24, workers=1), tmp_path / "clevr", progress=False)
+        build_gta(out=tmp_path / "gta_out", gta_dir=release)
+        write_json(tmp_path / "report" / "scores.json", {})
+        with staged_directory(tmp_path / "model") as stage:
+            save_checkpoint(model, processor, stage)
+    finally:
+        os.umask(old)
+    for root in ("clevr", "gta_out", "report", "model"):
+        assert modes(tmp_path / root) == {"dirs": {dir_mode}, "files": {file_mode}}, root
+    assert any((tmp_path / "model").glob("*.safetensors"))
+
+
+def test_fault8_clevr_dir_images_are_copies_not_hard_links(tmp_path, small_clevr):
+    from trimpi.data.clevr.build import ClevrConfig, build_clevr
+
+    release = clevr_release(tmp_path / "CLEVR", small_clevr)
+    out = tmp_path / "out"
+    build_clevr(ClevrConfig(depths=[2], policies=2, train_per_policy=3, test=3, cot=1, general=1,
+                            clevr_dir=str(release)), out, progress=False)
+    images = list((out / "pool" / "images").iterdir())
+    assert images and all(p.stat().st_nlink == 1 for p in images)
+    assert all(p.stat().st_nlink == 1 for p in (release / "images").rglob("*.png"))
+
+
+def test_fault8_general_default_adapts_to_test_split():
+    from trimpi.data.clevr.config import ClevrConfig
+    from trimpi.errors import ConfigError
+
+    assert ClevrConfig(test=15).general == 15 and ClevrConfig().general == 500
+    assert ClevrConfig(policies=2, train_per_policy=100).cot == 200 and ClevrConfig().cot == 2500
+    with pytest.raises(ConfigError, match=r"^--general: at most one question per test image \(15\), got 16$"):
+        from trimpi.cli.data import clevr_flag
+
+        ClevrConfig.checked(name=clevr_flag, test=15, general=16)
+
+
+def test_fault8_cli_data_clevr_test_15_builds(tmp_path):
+    out = tmp_path / "data"
+    code, err = finish(trimpi("data", "clevr", "--out", str(out), "--test", "15", "--train-per-policy", "2",
+                              "--policies", "2", "--image-size", "32x24", "--workers", "1"))
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["general"] == 15 and manifest["config"]["cot"] == 4
+    assert manifest["settings"]["T-d2"]["counts"]["general_test"] == 15
+
+
+@pytest.mark.parametrize("flag,value,cli_name,recipe_key", [
+    ("--policies", "0", "--policies", "data.clevr.policies"),
+    ("--train-per-policy", "0", "--train-per-policy", "data.clevr.train_per_policy"),
+    ("--depth", "3", "--depth", "data.clevr.depths"),
+    ("--cot", "999", "--cot", "data.clevr.cot"),
+    ("--image-size", "8x8", "--image-size", None),
+])
+def test_fault8_errors_name_cli_flags_on_the_cli_and_keys_in_recipes(tmp_path, flag, value, cli_name, recipe_key):
+    import yaml
+
+    from trimpi.errors import ConfigError
+    from trimpi.pipeline.recipe import load_recipe
+
+    code, err = finish(trimpi("data", "clevr", "--out", str(tmp_path / "x"), "--train-per-policy", "2", flag, value))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(f"error: {cli_name}: "), err
+    if recipe_key is None:
+        return
+    key = recipe_key.rsplit(".", 1)[1]
+    clevr = {"train_per_policy": 2, key: [int(value)] if key == "depths" else int(value)}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"model": "micro", "methods": ["cot_sft"], "data": {"clevr": clevr}}))
+    with pytest.raises(ConfigError) as e:
+        load_recipe(path)
+    assert str(e.value).startswith(f"{path}: {recipe_key}: ") and "--" not in str(e.value)
+
+
+def test_fault8_duplicate_recipe_key_is_an_error(tmp_path):
+    from trimpi.errors import ConfigError
+    from trimpi.pipeline.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("model: micro\nmethods: [cot_sft]\ndata:\n  clevr:\n    policies: 2\n    policies: 3\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:6: policies: key given twice"):
+        load_recipe(path)

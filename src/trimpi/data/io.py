@@ -52,6 +52,15 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
     return path
 
 
+def ordinary_modes(directory: str | Path) -> None:
+    """Give every file and directory under `directory` the mode of an ordinary one, for writers that
+    use private modes (safetensors writes weights 0600)."""
+    directory = Path(directory)
+    for path in [directory, *directory.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(dir_mode() if path.is_dir() else file_mode())
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write via a temporary file in the same directory, then rename: readers never see half a file."""
     path = Path(path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from trimpi.data.io import ordinary_modes
 from trimpi.errors import ModelError
 
 PRESETS = ("micro", "smol")
@@ -121,4 +122,5 @@ def save_checkpoint(model, processor, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    ordinary_modes(out)
     return out

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trimpi.data.io import read_json, write_json
+from trimpi.data.io import ordinary_modes, read_json, write_json
 from trimpi.errors import TrimpiError
 from trimpi.train.stage import CHECKPOINTS_DIR
 
@@ -105,6 +105,7 @@ def save(
     torch.save({**rank_state, "rng": rng_state()}, tmp / f"rank-{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        ordinary_modes(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         if total_limit > 0:
