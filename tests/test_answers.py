@@ -71,7 +71,8 @@ def test_gta_last_call_after_reasoning_in_both():
     reward, rows = both(texts, [r] * len(texts))
     assert reward == [row["score"] for row in rows]
     assert reward[0] == 1.0 and rows[0]["pred"] == json.dumps(gold, sort_keys=True)
-    assert reward[1] == rows[1]["overall"] == pytest.approx((0.0 + (LEX("paris", gold["arguments"]["query"]) + 0) / 2) / 2)
+    query_f1 = LEX("paris", gold["arguments"]["query"])
+    assert reward[1] == rows[1]["overall"] == pytest.approx((0.0 + (query_f1 + 0.0) / 2) / 2)  # last call: v1, k=4
     assert reward[2] == 0.0 and rows[2]["pred"] is None
     assert 0.5 < reward[3] < 1.0 and {"tool", "argument", "overall"} <= set(rows[3])
     assert [row["format"] for row in rows] == [1.0, 1.0, 0.0, 0.0]

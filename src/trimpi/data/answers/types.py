@@ -175,7 +175,8 @@ class ToolCallAnswer(AnswerType):
         try:
             parts = score_tool_call(text, record.answer, scoring.text_scorer)
         except ValueError:  # only the gold side can raise
-            raise DataError(f"record {record.id}: field 'answer' is not a JSON tool call: {record.answer[:80]!r}") from None
+            gold = record.answer[:80]
+            raise DataError(f"record {record.id}: field 'answer' is not a JSON tool call: {gold!r}") from None
         return Scored(parts["overall"], self.extract(text), parts)
 
 
@@ -215,7 +216,8 @@ class CustomAnswer(AnswerType):
             value, pred = out if isinstance(out, tuple) else (out, None)
             value = float(value)
         except Exception as e:  # noqa: BLE001 - user code: report it as one line naming it
-            raise TrimpiError(f"answer type '{self.spec}' failed on record {record.id}: {type(e).__name__}: {e}") from None
+            why = f"{type(e).__name__}: {e}"
+            raise TrimpiError(f"answer type '{self.spec}' failed on record {record.id}: {why}") from None
         score = min(1.0, max(0.0, value)) if not math.isnan(value) else 0.0
         return Scored(score, None if pred is None else str(pred))
 
