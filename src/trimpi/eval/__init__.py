@@ -7,9 +7,10 @@ forgetting and efficiency, with per-example predictions saved next to the scores
     run_eval("runs/trimpi/final", "data/clevr/T-d2", "runs/eval", EvalOptions(protocols=["accuracy"]))
 
 Modules: protocols (what each protocol reads), generate (batched greedy generation on the
-RL engines), scoring (boxed exact match, GTA tool / argument / overall), referral (exact
-ClevrPolicy referral vs the tree path), client (OpenAI-compatible endpoint or local model,
-shared by the LLM judge and teachers), judge (0–10 referral ratings), efficiency (prompt
+RL engines), scoring (per-example scores by answer type through `trimpi.data.answers`, the
+RL reward's own scorer; summaries), referral (exact ClevrPolicy referral vs the tree path),
+client (OpenAI-compatible endpoint or local model, shared by the LLM judge and teachers), judge
+(0–10 referral ratings; the judge of free-form answers), efficiency (prompt
 tokens and prefill time), forgetting (before vs after), files (predictions and scores.json),
 runner (orchestration).
 """
