@@ -409,3 +409,47 @@ def test_fault8_duplicate_recipe_key_is_an_error(tmp_path):
     path.write_text("model: micro\nmethods: [cot_sft]\ndata:\n  clevr:\n    policies: 2\n    policies: 3\n")
     with pytest.raises(ConfigError, match=rf"^{path}:6: policies: key given twice"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize("section,key,value", [("eval", "batch_size", 0), ("eval", "placement", "middle"),
+                                               ("data.gta", "profiles_per_step", 0)])
+def test_fault8_recipe_option_errors_name_the_recipe_key(tmp_path, section, key, value):
+    import yaml
+
+    from trimpi.errors import ConfigError
+    from trimpi.pipeline.recipe import load_recipe
+
+    recipe = {"model": "micro", "methods": ["cot_sft"], "data": {"clevr": {"test": 4}}}
+    if section == "eval":
+        recipe["eval"] = {key: value}
+    else:
+        recipe["data"] = {"gta": {key: value}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError) as e:
+        load_recipe(path)
+    assert str(e.value).startswith(f"{path}: {section}.{key}: ") and "--" not in str(e.value), str(e.value)
+
+
+def test_fault6_os_errors_reaching_the_cli_are_one_line(monkeypatch, capsys):
+    """A last resort for environment failures inside libraries (permissions, a full disk)."""
+    import typer
+
+    from trimpi import cli
+
+    def refused():
+        raise PermissionError(13, "Permission denied", "/somewhere/file")
+
+    app = typer.Typer()
+    app.command()(refused)
+    monkeypatch.setattr(cli, "app", app)
+    monkeypatch.setattr(sys, "argv", ["trimpi"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2 and capsys.readouterr().err == "error: /somewhere/file: Permission denied\n"
+
+
+def test_fault4_null_tool_result_is_no_result_not_the_word_null():
+    from trimpi.data.gta.loader import result_text
+
+    assert result_text(None) == ""

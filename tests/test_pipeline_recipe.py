@@ -86,7 +86,7 @@ def test_demo_recipe_is_micro_on_clevr_t_depth_2():
     ({"model": "no-such-org/no-such-model"}, "model"),
     ({"stages": {"grpo": {"num_generations": 0}}, "methods": ["cot_sft_grpo"]}, "stages.grpo: --num-generations"),
     ({"stages": {"sft": {"lr": -1.0}}}, "stages.sft: "),
-    ({"eval": {"protocols": ["accurcy"]}}, "eval: --protocols"),
+    ({"eval": {"protocols": ["accurcy"]}}, "eval.protocols: unknown protocol"),
 ])
 def test_bad_recipe_fails_before_work_with_one_line_naming_the_key(tmp_path, changes, key):
     out = tmp_path / "out"

@@ -55,6 +55,11 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         code = INTERRUPTED
+    except OSError as e:  # the environment refused (permissions, disk full): one line, not a traceback
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
+        sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:  # click usage errors

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,19 +54,28 @@ class EvalOptions:
     skip_inapplicable: bool = False  # ("--protocols all") skip protocols a dataset lacks files or a judge for
     progress: bool = True
 
-    def check(self) -> None:
+    def check(self, name: Callable[[str], str] | None = None) -> None:
+        """Raise a one-line ConfigError for a bad value; `name(field)` spells the field as the user wrote it
+        (default: the `trimpi eval` flag; a recipe passes its key)."""
+        name = name or cli_flag
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
         if unknown:
-            raise ConfigError(f"--protocols: unknown protocol {unknown[0]!r} (expected {', '.join(PROTOCOLS)})")
+            raise ConfigError(f"{name('protocols')}: unknown protocol {unknown[0]!r} (expected {', '.join(PROTOCOLS)})")
         if self.placement not in POLICY_PLACEMENTS:
-            raise ConfigError(f"--placement: expected one of {', '.join(POLICY_PLACEMENTS)}, got {self.placement!r}")
+            raise ConfigError(f"{name('placement')}: expected one of {', '.join(POLICY_PLACEMENTS)}, "
+                              f"got {self.placement!r}")
         for key in ("batch_size", "max_new_tokens", "judge_samples", "efficiency_repeats"):
             if getattr(self, key) < 1:
-                raise ConfigError(f"--{key.replace('_', '-')}: must be at least 1, got {getattr(self, key)}")
+                raise ConfigError(f"{name(key)}: must be at least 1, got {getattr(self, key)}")
         if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"--limit: must be at least 1, got {self.limit}")
+            raise ConfigError(f"{name('limit')}: must be at least 1, got {self.limit}")
         if self.efficiency_samples < 0:
-            raise ConfigError(f"--efficiency-samples: must be at least 0, got {self.efficiency_samples}")
+            raise ConfigError(f"{name('efficiency_samples')}: must be at least 0, got {self.efficiency_samples}")
+
+
+def cli_flag(field: str) -> str:
+    """The command-line flag of an option field: batch_size -> --batch-size."""
+    return "--" + field.replace("_", "-")
 
 
 @dataclass

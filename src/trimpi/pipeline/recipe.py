@@ -102,6 +102,9 @@ class DataSpec(BaseModel):
             if unknown:
                 key = sorted(unknown)[0]
                 raise ValueError(f"data.gta.{key}: unknown key (expected gta_dir, profiles_per_step, seed)")
+            per_step = self.gta.get("profiles_per_step", 1)
+            if not isinstance(per_step, int) or per_step < 1:
+                raise ValueError(f"data.gta.profiles_per_step: must be an integer of at least 1, got {per_step!r}")
         return self
 
 
@@ -148,6 +151,10 @@ class Recipe(BaseModel):
         if self.warmup is not None:
             self.warmup = _dataclass_section(WarmupOptions, self.warmup, WARMUP_RESERVED, "warmup")
         self.eval = _dataclass_section(EvalOptions, self.eval, EVAL_RESERVED, "eval")
+        try:
+            EvalOptions(**self.eval).check(name=lambda field: f"eval.{field}")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         return self
 
 

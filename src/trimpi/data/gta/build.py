@@ -112,7 +112,7 @@ def build_gta(
 ) -> Path:
     """Build the GTAPolicy dataset at `out` from a GTA release (or the bundled sample); return `out`."""
     if profiles_per_step < 1:
-        raise ConfigError(f"--profiles-per-step must be at least 1, got {profiles_per_step}")
+        raise ConfigError(f"--profiles-per-step: must be at least 1, got {profiles_per_step}")
     with staged_directory(out, overwrite) as stage:
         images = stage / "images"
         if gta_dir is None:

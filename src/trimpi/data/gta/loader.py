@@ -43,7 +43,9 @@ class Item:
 
 
 def result_text(content: Any) -> str:
-    """A tool turn's content as short text (spaces collapsed, line breaks kept, long results cut)."""
+    """A tool turn's content as short text (spaces collapsed, line breaks kept, long results cut); "" for none."""
+    if content is None:
+        return ""
     if isinstance(content, dict) and "content" in content:
         kind = content.get("type", "text")
         body = content["content"]
