@@ -82,3 +82,37 @@ def test_generate_and_import(tmp_path):
     general = load_records(out / "general_test.jsonl")
     assert all(r.policy is None and r.answer_type == "exact" for r in general)
     assert build_examples(out, "cpt", "cot") and build_examples(out, "sft", "cot")
+
+
+class DecisionTeacher:
+    """A ChatClient that answers each record's gold decision when `right(record)`, else another option."""
+
+    name = "scripted"
+
+    def __init__(self, records, right):
+        self.records, self.right = records, right
+
+    def complete(self, conversations, max_tokens=512, temperature=0.0):
+        out = []
+        for conv in conversations:
+            text = "".join(b.get("text", "") for b in conv[-1]["content"] if b["type"] == "text")
+            (rec,) = [r for r in self.records if r.query in text]
+            answer = rec.answer if self.right(rec) else next(o for o in CHOICE["options"] if o != rec.answer)
+            out.append(f"<think>Checking the rules in order for this photo.</think>\n\\boxed{{{answer}}}")
+        return out
+
+
+def test_forward_teacher_traces_are_filtered_by_the_answer_type(tmp_path):
+    from trimpi.data.teacher import TeacherOptions, generate_traces
+
+    gen.generate(tmp_path / "src", seed=2, train_photos=3, test_photos=1, general=0)
+    out = tmp_path / "data"
+    import_dataset(ImportOptions(examples=[tmp_path / "src/conversations.jsonl"], policies=[str(EXAMPLE / "policy.md")],
+                                 override_policies=[str(EXAMPLE / "policy_v2.md")], answer_type=CHOICE), out)
+    records = load_records(out / "train.jsonl")
+    keep = {r.id for r in records[::2]}
+    summary = generate_traces(DecisionTeacher(records, lambda r: r.id in keep), out, tmp_path / "traces.jsonl",
+                              TeacherOptions(mode="forward", samples_per_example=1, progress=False))
+    kept = load_records(tmp_path / "traces.jsonl")
+    assert {r.id for r in kept} == keep and summary["kept"] == len(keep)
+    assert all(r.reasoning == "Checking the rules in order for this photo." for r in kept)
