@@ -24,7 +24,7 @@ from typing import Any
 
 from trimpi.data.answers import parse_answer_type
 from trimpi.data.imports.formats import Example, ImageRef, to_example
-from trimpi.data.imports.media import MediaStore
+from trimpi.data.imports.media import IMAGE_MODES, MediaStore
 from trimpi.data.imports.policy_doc import PolicyDoc, load_policy_docs
 from trimpi.data.imports.readers import read_rows
 from trimpi.data.io import exclusive, sha256_file, staged_directory, write_json, write_jsonl
@@ -58,6 +58,8 @@ class ImportOptions:
             raise DataError("--policy: give at least one policy document")
         if not 0.0 <= self.test_fraction < 1.0:
             raise DataError(f"--test-fraction: expected a number in [0, 1), got {self.test_fraction}")
+        if self.images not in IMAGE_MODES:
+            raise DataError(f"--images: expected one of {', '.join(IMAGE_MODES)}, got {self.images!r}")
         if self.answer_type is not None:
             self.answer_type = answer_type_spec(self.answer_type, "--answer-type")
 
