@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from trimpi.pipeline.repro import majority_accuracy
+from trimpi.report.baselines import majority_accuracy
 
 
 def run_design(data: Path, image_size: int, patch: int, steps: int, lr: float, batch_size: int,

@@ -63,7 +63,7 @@ def test_demo_recipe_is_micro_on_clevr_t_depth_2():
     from trimpi.cli.demo import demo_recipe
 
     recipe = load_recipe(ROOT / "configs/demo.yaml")
-    assert recipe.model == "micro" and recipe.methods == ["cot_sft", "trimpi_grpo"]
+    assert recipe.model == "micro" and recipe.methods == ["in_context", "cot_sft", "trimpi_grpo"]
     assert recipe.data.clevr["depths"] == [2] and recipe.data.clevr["variant"] == "T"
     assert demo_recipe().read_bytes() == (ROOT / "configs/demo.yaml").read_bytes()  # `trimpi demo` runs this file
 

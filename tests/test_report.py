@@ -110,3 +110,34 @@ def test_step_summary():
                          "vision_pretraining": {"probe_policy_accuracy": 0.625}}) == \
         "global_step=1 existence_balanced_accuracy=0.5 probe_policy_accuracy=0.625"
     assert step_summary({}) == "-"
+
+
+def test_reference_lines_chance_majority_and_in_context(tmp_path):
+    from _fixtures_train import write_dataset
+    from trimpi.report import chance_accuracy, reference_lines, results_markdown
+
+    out = tmp_path / "run"
+    write_run(out)
+    data = write_dataset(tmp_path / "data", n=6)  # one policy with two cases; test = two training records
+    run = json.loads((out / "run.json").read_text())
+    run["data"] = "data-a"
+    (out / "run.json").write_text(json.dumps(run))
+    (out / "steps" / "data-a" / "done.json").write_text(json.dumps({"result": {"dataset": str(data)}}))
+    assert chance_accuracy(data) == 0.5
+    lines = reference_lines(load_run(out))
+    assert lines == {"chance": 0.5, "majority": lines["majority"], "in_context": 0.25}
+    md = results_markdown(results(load_run(out)), lines)
+    assert "| *chance (a random case of the policy)* | reference | 50.00 |" in md
+    assert "| *always the policy's most frequent case* | reference |" in md
+    assert md.count("In-context") == 1  # in-context is its method row, not repeated
+    report = write_report(out)["md"].read_text()
+    assert "*chance (a random case of the policy)*" in report and (out / "accuracy.png").is_file()
+
+
+def test_reference_lines_without_a_dataset_or_cases(tmp_path):
+    from trimpi.report import chance_accuracy, reference_lines
+
+    out = tmp_path / "run"
+    write_run(out)
+    assert reference_lines(load_run(out)) == {"in_context": 0.25}
+    assert chance_accuracy(tmp_path) is None

@@ -1,9 +1,9 @@
 """`trimpi repro` and the policy-following base: policy exclusion, in-context examples, config
-validation, and the mean ± std table built from finished run directories."""
+validation, the base as shared pipeline steps, seed locks, and the mean ± std table built from
+finished run directories."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -13,16 +13,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _fixtures_train import write_dataset
 
-from trimpi.errors import ConfigError, DataError
+from _fixtures_train import write_dataset
+from trimpi.errors import ConfigError, DataError, TrimpiError
+from trimpi.pipeline import METHODS, execute
 from trimpi.pipeline import repro as rp
-from trimpi.train.policy_following import BaseOptions, dataset_tree_keys, in_context_examples, tree_key
+from trimpi.pipeline.base import BaseOptions, dataset_tree_keys, in_context_examples, tree_key
+from trimpi.pipeline.plan import make_plan
+from trimpi.pipeline.steps import mark_done, status
+from trimpi.report import repro as table_of
+from trimpi.report.baselines import majority_accuracy
 
 TREE = {"root": "1", "nodes": {"1": {"if_exists": {"color": "red"}, "yes": "Case 1", "no": "Case 2"}}}
 
 CONFIG = {
-    "name": "r", "model": "micro", "seeds": [0, 1], "base": {"policies": 3, "scenes": 20},
+    "name": "r", "model": "micro", "seeds": [0, 1], "base": {"policies": 3, "scenes": 20, "examples": 30},
     "settings": {"T-d2": {"data": {"clevr": {"depths": [2], "variant": "T", "policies": 2}, "setting": "T-d2"}}},
     "stages": {"sft": {"epochs": 1}},
     "methods": ["in_context", "cot_sft"],
@@ -60,7 +65,7 @@ def test_dataset_tree_keys_reads_policy_folders_only(tmp_path):
 def test_in_context_examples_put_the_policy_in_the_system_turn_and_drop_excluded(tmp_path):
     root = write_dataset(tmp_path / "d", n=4)
     examples, counts = in_context_examples([root], excluded=set())
-    assert counts == {"examples": 4, "policies": 1, "dropped_records": 0}
+    assert counts == {"examples": 4, "policies": 1, "dropped_records": 0, "excluded_policies": 0}
     system, user, assistant = examples[0]["messages"]
     assert system["role"] == "system"
     assert any("Policy L2-Surinu" in b.get("text", "") for b in system["content"])
@@ -79,22 +84,23 @@ def test_in_context_examples_put_the_policy_in_the_system_turn_and_drop_excluded
 ])
 def test_base_options_check(change, match):
     with pytest.raises(ConfigError, match=match):
-        BaseOptions(out="x", **change).check()
+        BaseOptions(**change).check()
 
 
 # ---- config ----
 
 def test_load_repro_builds_each_setting_recipe(tmp_path):
     cfg = rp.load_repro(write_config(tmp_path))
-    recipe = rp.setting_recipe(cfg, "T-d2", 1, "/m")
-    assert recipe.seed == 1 and recipe.model == "/m" and recipe.name == "r-T-d2"
+    recipe = rp.setting_recipe(cfg, "T-d2", 1)
+    assert recipe.seed == 1 and recipe.model == "micro" and recipe.name == "r-T-d2"
     assert recipe.methods == ["in_context", "cot_sft"]
+    assert recipe.base["policies"] == 3 and recipe.base["datasets"] == [CONFIG["settings"]["T-d2"]["data"]]
 
 
 def test_setting_stages_replace_shared_ones(tmp_path):
     settings = {"T-d2": {**CONFIG["settings"]["T-d2"], "stages": {"sft": {"epochs": 5}}}}
     cfg = rp.load_repro(write_config(tmp_path, settings=settings))
-    assert rp.setting_recipe(cfg, "T-d2", 0, "micro").stages["sft"]["epochs"] == 5
+    assert rp.setting_recipe(cfg, "T-d2", 0).stages["sft"]["epochs"] == 5
 
 
 @pytest.mark.parametrize("changes, match", [
@@ -122,42 +128,108 @@ def test_load_repro_bad_files(tmp_path):
         rp.load_repro(tmp_path / "list.yaml")
 
 
-def test_base_directory_changes_with_its_options_and_exclusions(tmp_path):
+TWO_SETTINGS = {**CONFIG["settings"],
+                "M-d2": {"data": {"clevr": {"depths": [2], "variant": "M", "policies": 2}, "setting": "M-d2"}}}
+
+
+def base_ids(cfg: rp.ReproConfig, setting: str = "T-d2", seed: int = 0) -> tuple[str, str]:
+    plan = make_plan(rp.setting_recipe(cfg, setting, seed))
+    return plan.base.id, plan.base_eval.id
+
+
+def test_base_is_the_same_steps_in_every_setting_and_excludes_every_setting(tmp_path):
+    cfg = rp.load_repro(write_config(tmp_path, settings=TWO_SETTINGS))
+    a, b = (make_plan(rp.setting_recipe(cfg, s, 0)) for s in ("T-d2", "M-d2"))
+    assert a.base.id == b.base.id and a.base_eval.id == b.base_eval.id
+    own, *excluded = a.base.inputs[1:]
+    assert own.config["source"] == "policy_base" and set(own.config["clevr"]) == {"T", "M"}
+    assert [d.config["setting"] for d in excluded] == list(cfg.settings)  # every setting's data, in config order
+    assert {a.data.id, b.data.id} == {d.id for d in excluded} and a.data in excluded
+    assert [s.kind for s in a.steps[:7]] == ["data", "data", "data", "base", "warmup", "sft", "eval"]
+    assert a.models["in_context"] is a.base and a.base.config["target"] == "in_context"
+
+
+def test_base_steps_change_with_options_exclusions_and_seed_but_not_with_how_it_is_measured(tmp_path):
     cfg = rp.load_repro(write_config(tmp_path))
-    data = tmp_path / "data"
-    (data / "policies").mkdir(parents=True)
-    a = rp.base_options(cfg, tmp_path, 0, {"T-d2": data}, progress=False)
-    (data / "policies" / "p.json").write_text(json.dumps(TREE))
-    b = rp.base_options(cfg, tmp_path, 0, {"T-d2": data}, progress=False)
-    c = rp.base_options(cfg, tmp_path, 1, {"T-d2": data}, progress=False)
-    cfg2 = rp.load_repro(write_config(tmp_path, base={"policies": 4, "scenes": 20}))
-    d = rp.base_options(cfg2, tmp_path, 0, {"T-d2": data}, progress=False)
-    assert len({a.out, b.out, c.out, d.out}) == 4
-    assert b.exclude == [str(data)] and b.policies == 3 and d.policies == 4
-    longer = rp.load_repro(write_config(tmp_path, base={"policies": 3, "scenes": 20, "max_new_tokens": 192}))
-    e = rp.base_options(longer, tmp_path, 0, {"T-d2": data}, progress=False)
-    assert e.out == b.out and e.max_new_tokens == 192  # how the base is measured is not part of the base
+    model, measured = base_ids(cfg)
+    assert base_ids(cfg, seed=1)[0] != model
+    assert base_ids(rp.load_repro(write_config(tmp_path, base={"policies": 4, "scenes": 20, "examples": 30})))[0] != model
+    more = rp.load_repro(write_config(tmp_path, settings=TWO_SETTINGS))
+    assert base_ids(more)[0] != model  # one more dataset whose policies are excluded
+    longer = rp.load_repro(write_config(tmp_path, base={"policies": 3, "scenes": 20, "examples": 30, "max_new_tokens": 192}))
+    assert base_ids(longer) == (model, base_ids(longer)[1]) and base_ids(longer)[1] != measured
 
 
-def test_finished_base_is_measured_again_not_retrained_when_eval_options_change(tmp_path, monkeypatch):
-    from trimpi.train import policy_following as pf
+@pytest.fixture
+def fake_steps(monkeypatch):
+    """Every executor replaced by one that records the step kind (evals return an in-context score)."""
+    ran = []
 
-    calls = []
-    monkeypatch.setattr(pf, "in_context_accuracy", lambda model, opts: calls.append(model) or {"T-d2": 0.5})
-    monkeypatch.setattr(pf, "build_data", lambda opts: pytest.fail("a finished base was rebuilt"))
-    old = BaseOptions(out=str(tmp_path / "moved-from"), max_new_tokens=128)
-    (tmp_path / "base").mkdir()
-    record = {"model": str(tmp_path / "moved-from" / "model"), "options": dataclasses.asdict(old),
-              "in_context_accuracy": {"T-d2": 0.0}, "seconds": 9.0}
-    (tmp_path / "base" / "base.json").write_text(json.dumps(record))
+    def fake(step, ctx):
+        ran.append(step.kind)
+        if step.kind == "eval" and step.config["protocols"] == ["in_context"] and step.inputs[1].config.get(
+                "source") == "policy_base":
+            return {"settings": {"T-d2": {"in_context": {"score": 0.5}}}}
+        if step.kind == "eval":
+            return {"protocols": {p: {"score": 0.25} for p in step.config["protocols"]}}
+        return {}
 
-    same = pf.build_base(BaseOptions(out=str(tmp_path / "base"), max_new_tokens=128))
-    assert calls == [] and same["in_context_accuracy"] == {"T-d2": 0.0}
-    assert same["model"] == str(tmp_path / "base" / "model")
-    again = pf.build_base(BaseOptions(out=str(tmp_path / "base"), max_new_tokens=192))
-    assert calls == [tmp_path / "base" / "model"] and again["in_context_accuracy"] == {"T-d2": 0.5}
-    stored = json.loads((tmp_path / "base" / "base.json").read_text())
-    assert stored["options"]["max_new_tokens"] == 192 and stored["seconds"] == 9.0
+    for kind in execute.EXECUTORS:
+        monkeypatch.setitem(execute.EXECUTORS, kind, fake)
+    return ran
+
+
+def test_seed_builds_the_base_once_and_remeasures_it_without_retraining(tmp_path, fake_steps):
+    cfg = rp.load_repro(write_config(tmp_path, settings=TWO_SETTINGS))
+    rp.run_seed(cfg, tmp_path, 0, echo=lambda _: None)
+    assert fake_steps.count("warmup") == 1 and fake_steps.count("base") == 1  # shared by both settings
+    assert fake_steps.count("data") == 3 and rp.seed_finished(cfg, tmp_path, 0)
+    run = json.loads((rp.run_dir(tmp_path, "M-d2", 0) / "run.json").read_text())
+    assert run["store"] == "../../.." and run["base"]["chain"][-1] == run["methods"]["in_context"]["model"]
+    assert "## Policy-following base" in (rp.run_dir(tmp_path, "M-d2", 0) / "report.md").read_text()
+    fake_steps.clear()
+    remeasured = rp.load_repro(write_config(tmp_path, settings=TWO_SETTINGS, base={**CONFIG["base"],
+                                                                                   "max_new_tokens": 64}))
+    assert not rp.seed_finished(remeasured, tmp_path, 0)
+    rp.run_seed(remeasured, tmp_path, 0, echo=lambda _: None)
+    assert fake_steps == ["eval"]  # only the base's evaluation: nothing retrains
+    table = table_of.aggregate(remeasured, tmp_path)
+    assert table["bases"]["seed-0"]["in_context_accuracy"] == {"T-d2": 0.5}
+
+
+def test_base_only_runs_the_base_steps(tmp_path, fake_steps):
+    cfg = rp.load_repro(write_config(tmp_path))
+    record = rp.run_base(cfg, tmp_path, 1, echo=lambda _: None)
+    assert fake_steps == ["data", "data", "base", "warmup", "sft", "eval"]
+    assert record["result"]["settings"]["T-d2"]["in_context"]["score"] == 0.5
+
+
+def hold(path: Path):
+    code = (f"from trimpi.data.io import exclusive\nimport time\nwith exclusive({str(path)!r}):\n"
+            "    print('ok', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ok"
+    return proc
+
+
+def test_fault3_seed_children_run_under_the_parents_lock_but_a_seed_runs_once(tmp_path, fake_steps):
+    cfg = rp.load_repro(write_config(tmp_path))
+    parent = hold(tmp_path)  # a whole `trimpi repro` on OUT
+    try:
+        rp.run_seed(cfg, tmp_path, 0, echo=lambda _: None)  # its `--seed 0` child is not locked out
+        with pytest.raises(TrimpiError, match=f"pid {parent.pid}"):
+            rp.run_repro(cfg, tmp_path / "c.yaml", tmp_path, echo=lambda _: None)  # a second whole repro is
+    finally:
+        parent.kill()
+        parent.wait()
+    seed = hold(tmp_path / "seed-1")  # seed 1 being run by another process
+    try:
+        with pytest.raises(TrimpiError, match=f"pid {seed.pid}"):
+            rp.run_seed(cfg, tmp_path, 1, echo=lambda _: None)
+    finally:
+        seed.kill()
+        seed.wait()
+    assert status(make_plan(rp.setting_recipe(cfg, "T-d2", 1)).data, tmp_path) == "todo"
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -172,9 +244,9 @@ def test_cli_errors_are_one_line(tmp_path):
 # ---- the table ----
 
 def test_mean_std_is_the_sample_standard_deviation():
-    assert rp.mean_std([]) == (None, None)
-    assert rp.mean_std([0.5]) == (0.5, 0.0)
-    mean, std = rp.mean_std([0.2, 0.4, 0.9])
+    assert table_of.mean_std([]) == (None, None)
+    assert table_of.mean_std([0.5]) == (0.5, 0.0)
+    mean, std = table_of.mean_std([0.2, 0.4, 0.9])
     assert mean == pytest.approx(0.5)
     assert std == pytest.approx(math.sqrt(((0.3 ** 2) + (0.1 ** 2) + (0.4 ** 2)) / 2))
 
@@ -184,7 +256,7 @@ def fake_run(target: Path, scores: dict[str, dict[str, float]]) -> None:
     methods, steps = {}, []
     for method, protocols in scores.items():
         step = f"eval-{method}"
-        methods[method] = {"chain": [], "eval": step, "label": rp.METHODS[method][0], "model": "m"}
+        methods[method] = {"chain": [], "eval": step, "label": METHODS[method][0], "model": "m"}
         steps.append({"id": step, "kind": "eval"})
         (target / "steps" / step).mkdir(parents=True)
         result = {"protocols": {p: {"score": v} for p, v in protocols.items()}}
@@ -196,17 +268,17 @@ def test_aggregate_and_table_from_finished_runs(tmp_path):
     cfg = rp.load_repro(write_config(tmp_path))
     fake_run(rp.run_dir(tmp_path, "T-d2", 0), {"in_context": {"in_context": 0.5}, "cot_sft": {"accuracy": 0.6}})
     fake_run(rp.run_dir(tmp_path, "T-d2", 1), {"in_context": {"in_context": 0.7}, "cot_sft": {"accuracy": 0.8}})
-    table = rp.aggregate(cfg, tmp_path)
+    table = table_of.aggregate(cfg, tmp_path)
     entry = table["settings"]["T-d2"]["methods"]["cot_sft"]["accuracy"]
     assert entry["values"] == [0.6, 0.8]
     assert entry["mean"] == pytest.approx(0.7) and entry["std"] == pytest.approx(math.sqrt(0.02))
     assert table["settings"]["T-d2"]["methods"]["in_context"]["accuracy"]["mean"] == pytest.approx(0.6)
     assert table["settings"]["T-d2"]["seeds"] == [0, 1]
     assert table["settings"]["T-d2"]["step_seconds"] == 8.0
-    md = rp.table_markdown(table)
+    md = table_of.table_markdown(table)
     assert "| CoT SFT | 70.0 ± 14.1 |" in md and "| In-context | 60.0 ± 14.1 |" in md
     assert "over seeds 0, 1" in md and "override" not in md  # no override results: no override table
-    rp.write_outputs(table, tmp_path)
+    table_of.write_outputs(table, tmp_path)
     assert json.loads((tmp_path / "repro.json").read_text())["settings"]["T-d2"]["seeds"] == [0, 1]
     assert (tmp_path / "repro.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -214,30 +286,16 @@ def test_aggregate_and_table_from_finished_runs(tmp_path):
 def test_table_says_which_seeds_finished(tmp_path):
     cfg = rp.load_repro(write_config(tmp_path))
     fake_run(rp.run_dir(tmp_path, "T-d2", 1), {"in_context": {"in_context": 0.25}, "cot_sft": {"accuracy": 0.5}})
-    md = rp.table_markdown(rp.aggregate(cfg, tmp_path))
+    md = table_of.table_markdown(table_of.aggregate(cfg, tmp_path))
     assert "finished seeds: T-d2 [1]" in md
     assert "| CoT SFT | 50.0 |" in md  # one seed: no spread shown
 
 
 def finish_seed(cfg: rp.ReproConfig, out: Path, seed: int) -> None:
-    """Mark every step a run of this seed would need as done: datasets, base.json and each setting's plan."""
-    from trimpi.pipeline.execute import dataset_path
-    from trimpi.pipeline.plan import make_plan
-    from trimpi.pipeline.steps import mark_done
-
-    datasets = {}
+    """Mark every step a run of this seed would need as done: each setting's whole plan (datasets, base, methods)."""
     for setting in cfg.settings:
-        target = rp.run_dir(out, setting, seed)
-        data = make_plan(rp.setting_recipe(cfg, setting, seed, cfg.model)).steps[0]
-        mark_done(data, target, {}, 1.0)
-        datasets[setting] = dataset_path(data, target)
-        (datasets[setting] / "policies").mkdir(parents=True)
-    opts = rp.base_options(cfg, out, seed, datasets, progress=False)
-    Path(opts.out).mkdir(parents=True)
-    (Path(opts.out) / "base.json").write_text(json.dumps({"options": dataclasses.asdict(opts)}))
-    for setting in cfg.settings:
-        for step in make_plan(rp.setting_recipe(cfg, setting, seed, str(Path(opts.out) / "model"))).steps:
-            mark_done(step, rp.run_dir(out, setting, seed), {}, 1.0)
+        for step in make_plan(rp.setting_recipe(cfg, setting, seed)).steps:
+            mark_done(step, out, {}, 1.0)
 
 
 def test_a_seed_is_finished_only_while_its_config_is_unchanged(tmp_path):
@@ -275,8 +333,8 @@ def test_majority_accuracy_uses_training_statistics(tmp_path):
     rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
     majority = max({r["answer"] for r in rows}, key=[r["answer"] for r in rows].count)
     test = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()]
-    assert rp.majority_accuracy(root) == sum(r["answer"] == majority for r in test) / len(test)
-    assert rp.majority_accuracy(tmp_path) is None
+    assert majority_accuracy(root) == sum(r["answer"] == majority for r in test) / len(test)
+    assert majority_accuracy(tmp_path) is None
 
 
 def test_no_progress_silences_hugging_face_bars_too():

@@ -18,7 +18,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Run directory (rerunning skips finished steps).")] = Path("runs/demo"),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Run the demo recipe: a small ClevrPolicy-T set, the micro preset, CoT SFT vs TriMPI, the report."""
+    """Run the demo recipe: a small ClevrPolicy-T set, the micro preset, in-context vs CoT SFT vs TriMPI, the report."""
     from trimpi.pipeline import Context, load_recipe, run_recipe
 
     run_recipe(load_recipe(demo_recipe()), out, ctx=Context(out=out, progress=progress), echo=typer.echo)

@@ -31,13 +31,16 @@ def repro(
         raise ConfigError(f"--seed: {seed} is not one of the config's seeds {cfg.seeds}")
     if base_only:
         for s in [seed] if seed is not None else cfg.seeds:
-            record = rp.seed_base(cfg, target, s, progress, typer.echo)
-            typer.echo(f"seed {s}: base {record['model']} in-context accuracy {record['in_context_accuracy']}")
+            record = rp.run_base(cfg, target, s, progress, typer.echo)
+            accuracy = {name: p["in_context"]["score"] for name, p in record["result"]["settings"].items()}
+            typer.echo(f"seed {s}: base evaluated in {record['id']}: in-context accuracy {accuracy}")
         return
-    if table_only:
-        table = rp.aggregate(cfg, target)
-        rp.write_outputs(table, target)
-        typer.echo(rp.table_markdown(table))
+    if table_only:  # reads finished runs only; its files are written atomically, so no lock is needed
+        from trimpi.report.repro import aggregate, table_markdown, write_outputs
+
+        table = aggregate(cfg, target)
+        write_outputs(table, target)
+        typer.echo(table_markdown(table))
         return
     if seed is not None:
         rp.run_seed(cfg, target, seed, progress, typer.echo)

@@ -1,7 +1,9 @@
 """Run one step of a plan by calling the library: data builders, stages, RL and evaluation.
 
-Inputs are positional: training steps take [model, data]; eval takes [model, data, (baseline)].
-Each executor writes into the step's directory and returns a small JSON-able result that goes
+Inputs are positional: training steps take [model, data]; eval takes [model, data, (baseline)];
+a base step takes the datasets whose text trains a preset's tokenizer; the base's in-context SFT
+takes [model, its own data, excluded datasets...]. Each executor is a function of the step's
+config, its inputs' directories and its own directory (`Step.dir(ctx.out)`): it writes into the step's directory and returns a small JSON-able result that goes
 into done.json. Training steps resume from their own checkpoints when a directory is partial.
 """
 
@@ -12,19 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trimpi.pipeline.plan import TINY_PREFIX
+from trimpi.pipeline.options import TINY_PREFIX
 from trimpi.pipeline.steps import Step, clear_partial
 from trimpi.train.stage import finished_summary
 
 RESUMABLE = ("warmup", "cpt", "sft", "rl")  # kinds whose partial directory resumes instead of restarting
-RL_SMALL_MODEL_PARAMS = 100_000_000  # as `trimpi train rl`: below this the default lr is 1e-4
 
 
 @dataclass
 class Context:
-    """What executors need beyond the step: the run directory, hooks and display options."""
+    """What executors need beyond the step: where steps live, hooks and display options."""
 
-    out: Path
+    out: Path  # the step store: steps live in OUT/steps/<kind>-<hash>/
     progress: bool = False
     callbacks: list = field(default_factory=list)  # transformers callbacks for warmup / cpt / sft
     on_rl_step: Callable[[int, dict], None] | None = None
@@ -37,7 +38,18 @@ def dataset_path(step: Step, out: Path) -> Path:
         return Path(cfg["path"])
     if cfg["source"] == "gta":
         return step.dir(out) / "gta"
-    return step.dir(out) / "clevr" / cfg["setting"]
+    return setting_dirs(step, out)[0]
+
+
+def setting_dirs(step: Step, out: Path) -> list[Path]:
+    """Every dataset directory a data step provides (the policy-following base's data has one per
+    variant and depth; any other data step has one)."""
+    cfg = step.config
+    if cfg["source"] == "policy_base":
+        return [step.dir(out) / v / f"{v}-d{d}" for v, c in cfg["clevr"].items() for d in c["depths"]]
+    if cfg["source"] == "clevr":
+        return [step.dir(out) / "clevr" / cfg["setting"]]
+    return [dataset_path(step, out)]
 
 
 def model_path(step: Step, out: Path) -> str:
@@ -55,6 +67,13 @@ def run_data(step: Step, ctx: Context) -> dict[str, Any]:
 
         build_clevr(ClevrConfig.checked(**cfg["clevr"]), step.dir(ctx.out) / "clevr", overwrite=True,
                     progress=ctx.progress)
+    elif cfg["source"] == "policy_base":
+        from trimpi.data.clevr.build import build_clevr
+        from trimpi.data.clevr.config import ClevrConfig
+
+        for variant, build in cfg["clevr"].items():
+            build_clevr(ClevrConfig.checked(**build), step.dir(ctx.out) / variant, overwrite=True,
+                        progress=ctx.progress)
     elif cfg["source"] == "gta":
         from trimpi.data.gta.build import build_gta
 
@@ -65,20 +84,21 @@ def run_data(step: Step, ctx: Context) -> dict[str, Any]:
 
 
 def run_base(step: Step, ctx: Context) -> dict[str, Any]:
-    """Presets and tiny models are built once (tokenizer trained on the data) and saved as a checkpoint."""
+    """Presets and tiny models are built once (tokenizer trained on the inputs' text) and saved as a checkpoint."""
     if not step.inputs:
         return {"model": step.config["model"]}
+    from trimpi.data.schema import dataset_texts
     from trimpi.models.loading import load_model, save_checkpoint
+    from trimpi.models.presets import preset_texts
 
     name, seed = step.config["model"], step.config["seed"]
-    data = dataset_path(step.inputs[0], ctx.out)
+    texts = [t for data in step.inputs for root in setting_dirs(data, ctx.out) for t in dataset_texts(root)]
     if name.startswith(TINY_PREFIX):
-        from trimpi.models.presets import preset_texts
         from trimpi.models.tiny import build_tiny
 
-        model, processor = build_tiny(name.removeprefix(TINY_PREFIX), texts=preset_texts(data), seed=seed)
+        model, processor = build_tiny(name.removeprefix(TINY_PREFIX), texts=preset_texts(texts=texts), seed=seed)
     else:
-        model, processor = load_model(name, dtype="float32", device="cpu", data=data, seed=seed)
+        model, processor = load_model(name, dtype="float32", device="cpu", texts=texts, seed=seed)
     out = step.dir(ctx.out) / "model"
     save_checkpoint(model, processor, out)
     return {"model": str(out), "parameters": sum(p.numel() for p in model.parameters())}
@@ -98,34 +118,46 @@ def run_warmup_step(step: Step, ctx: Context) -> dict[str, Any]:
 
 
 def run_train_stage(step: Step, ctx: Context) -> dict[str, Any]:
-    """VM-CPT (all-but-visual mask) or SFT (completion mask; cot or answer target)."""
+    """VM-CPT (all-but-visual mask) or SFT (completion mask; cot or answer target, or the policy-following
+    base's in-context examples: the policy in the system turn, records of excluded policies left out)."""
     from trimpi.train.sft import StageOptions, run_stage
 
     summary = finished_summary(step.dir(ctx.out))
     if summary is None:
-        model, data = step.inputs
+        model, data = step.inputs[:2]
         cfg = step.config
+        examples, counts = None, {}
+        if cfg["target"] == "in_context":
+            examples, counts = base_examples(step, ctx)
         opts = StageOptions(data=str(dataset_path(data, ctx.out)), model=model_path(model, ctx.out),
-                            out=str(step.dir(ctx.out)), stage=cfg["stage"], target=cfg["target"], seed=cfg["seed"],
+                            out=str(step.dir(ctx.out)), stage=cfg["stage"],
+                            target="cot" if cfg["target"] == "in_context" else cfg["target"], seed=cfg["seed"],
                             **cfg["options"])
-        summary = run_stage(opts, callbacks=ctx.callbacks)
+        summary = {**run_stage(opts, callbacks=ctx.callbacks, examples=examples), **counts}
     return _stage_result(summary)
+
+
+def base_examples(step: Step, ctx: Context) -> tuple[list[dict], dict[str, int]]:
+    """The in-context examples of the base's own data, without the excluded datasets' policies."""
+    from trimpi.pipeline.base import dataset_tree_keys, in_context_examples
+
+    own, *excluded = step.inputs[1:]
+    keys = set().union(*(dataset_tree_keys(root) for d in excluded for root in setting_dirs(d, ctx.out)))
+    return in_context_examples(setting_dirs(own, ctx.out), keys)
 
 
 def _stage_result(summary: dict[str, Any]) -> dict[str, Any]:
     keep = ("stage", "target", "examples", "global_step", "train_loss", "attribute_accuracy", "existence_accuracy",
-            "vision_pretraining")
+            "vision_pretraining", "policies", "dropped_records", "excluded_policies")
     return {k: summary[k] for k in keep if k in summary}
 
 
-def rl_config(step: Step, n_params: int):
-    """The resolved RLConfig of an rl step (lr defaults as in `trimpi train rl`)."""
+def rl_config(step: Step):
+    """The RLConfig of an rl step (its options are resolved by the plan)."""
     from trimpi.train.rl.config import RLConfig
 
     cfg = step.config
-    options = dict(cfg["options"])
-    options.setdefault("learning_rate", 1e-4 if n_params < RL_SMALL_MODEL_PARAMS else 1e-6)
-    return RLConfig(algo=cfg["algo"], policy_rollout=cfg["policy_rollout"], seed=cfg["seed"], **options).resolved()
+    return RLConfig(algo=cfg["algo"], policy_rollout=cfg["policy_rollout"], seed=cfg["seed"], **cfg["options"])
 
 
 def run_rl_step(step: Step, ctx: Context) -> dict[str, Any]:
@@ -162,23 +194,28 @@ def _train_rl(step: Step, ctx: Context, records, root: Path, resume: str | None)
     accelerator = make_accelerator()
     start = model_path(step.inputs[0], ctx.out)
     net, processor = load_model(start, device=accelerator.device, data=root, seed=step.config["seed"])
-    cfg = rl_config(step, sum(p.numel() for p in net.parameters()))
-    return train_rl(cfg, net, processor, records, root, step.dir(ctx.out), accelerator=accelerator,
+    return train_rl(rl_config(step), net, processor, records, root, step.dir(ctx.out), accelerator=accelerator,
                     resume_from_checkpoint=resume, start_checkpoint=start, on_step=ctx.on_rl_step)
 
 
 def run_eval_step(step: Step, ctx: Context) -> dict[str, Any]:
-    """`trimpi eval` on the step's model; forgetting is measured against the base model."""
+    """`trimpi eval` on the step's model; forgetting is measured against the base model. A data step with
+    several settings (the policy-following base's) is evaluated on each, in a subdirectory per setting."""
     from trimpi.eval.runner import EvalOptions, run_eval
 
     model, data = step.inputs[:2]
     baseline = model_path(step.inputs[2], ctx.out) if len(step.inputs) > 2 else None
     opts = EvalOptions(protocols=list(step.config["protocols"]), progress=ctx.progress, **step.config["options"])
-    out = step.dir(ctx.out)
-    results = run_eval(model_path(model, ctx.out), dataset_path(data, ctx.out), out, opts,
-                       baseline_model=baseline, dtype=step.config.get("dtype"), seed=step.config["seed"])
-    protocols = next(iter(results.values()))["protocols"]
-    return {"scores": "scores.json", "protocols": protocols}
+    roots = setting_dirs(data, ctx.out)
+    per_setting = {}
+    for root in roots:
+        out = step.dir(ctx.out) / (root.name if len(roots) > 1 else "")
+        results = run_eval(model_path(model, ctx.out), root, out, opts, baseline_model=baseline,
+                           dtype=step.config.get("dtype"), seed=step.config["seed"])
+        per_setting[root.name] = next(iter(results.values()))["protocols"]
+    if len(roots) > 1:
+        return {"settings": per_setting}
+    return {"scores": "scores.json", "protocols": per_setting[roots[0].name]}
 
 
 EXECUTORS: dict[str, Callable[[Step, Context], dict[str, Any]]] = {

@@ -6,6 +6,14 @@
                             │            ├─ rl(grpo) / rl(dapo)      CoT SFT + GRPO / DAPO
                             │            └─ rl(poro_*)               TriMPI w/o VM-CPT
                             └─ cpt ─ sft(cot) ─ rl(poro_*) / rl(*)   TriMPI / TriMPI w/o PoRo
+
+With a `base:` section the methods start from a policy-following base instead (pipeline.base):
+
+    data(base) ─ base ─ warmup ─ sft(in_context) ─┬─ eval[in_context, per base setting]
+    data, base.datasets ──────────────────────────┘  (excluded policies; tokenizer text)
+
+Every step's config holds its options fully resolved (pipeline.options), so a changed default
+changes the hash of the steps it affects and of everything downstream.
 """
 
 from __future__ import annotations
@@ -16,11 +24,14 @@ from typing import Any
 
 from trimpi.data.io import sha256_file
 from trimpi.errors import ConfigError
-from trimpi.pipeline.recipe import METHODS, Recipe
+from trimpi.pipeline import base as pf
+from trimpi.pipeline import options as op
+from trimpi.pipeline.base import BaseOptions
+from trimpi.pipeline.options import MATERIALIZED, TINY_PREFIX
+from trimpi.pipeline.recipe import METHODS, DataSpec, Recipe
 from trimpi.pipeline.steps import Step
 
-TINY_PREFIX = "tiny:"
-MATERIALIZED = ("micro", "smol")  # presets saved once as a checkpoint (their tokenizer depends on the data)
+__all__ = ["MATERIALIZED", "TINY_PREFIX", "Plan", "make_plan"]
 
 
 @dataclass
@@ -31,6 +42,9 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     evals: dict[str, Step] = field(default_factory=dict)
     models: dict[str, Step] = field(default_factory=dict)
+    data: Step | None = None  # the recipe's dataset
+    base: Step | None = None  # the policy-following base (recipe `base:`) and its evaluation
+    base_eval: Step | None = None
 
 
 class Planner:
@@ -61,18 +75,16 @@ def _tag(step: Step, method: str) -> None:
         _tag(s, method)
 
 
-def data_config(recipe: Recipe) -> dict[str, Any]:
-    """The data step's config: the full build options, or an existing directory and its manifest hash."""
-    spec = recipe.data
+def data_config(spec: DataSpec, seed: int) -> dict[str, Any]:
+    """A data step's config: the full build options, or an existing directory and its manifest hash."""
     if spec.clevr is not None:
         from trimpi.data.clevr.config import ClevrConfig
 
-        cfg = ClevrConfig(**{"seed": recipe.seed, **spec.clevr})
+        cfg = ClevrConfig(**{"seed": seed, **spec.clevr})
         setting = spec.setting or f"{cfg.variant}-d{cfg.depths[0]}"
         return {"source": "clevr", "clevr": cfg.model_dump(), "setting": setting}
     if spec.gta is not None:
-        gta = {"gta_dir": None, "profiles_per_step": 1, "seed": recipe.seed, **spec.gta}
-        return {"source": "gta", "gta": gta}
+        return {"source": "gta", "gta": op.gta_options(spec.gta, seed)}
     path = Path(spec.path).resolve()
     manifest = path / "manifest.json"
     return {"source": "path", "path": str(path),
@@ -89,12 +101,11 @@ def base_config(recipe: Recipe) -> tuple[dict[str, Any], bool]:
     return cfg, materialized
 
 
-def stage_config(recipe: Recipe, section: str, **fixed) -> dict[str, Any]:
-    """A training step's config: the recipe section (direct_sft falls back to sft) plus fixed fields."""
-    options = dict(recipe.stages.get(section) or {})
+def stage_options(recipe: Recipe, section: str) -> dict[str, Any]:
+    """A training section's recipe options (direct_sft falls back to sft)."""
     if section == "direct_sft" and "direct_sft" not in recipe.stages:
-        options = dict(recipe.stages.get("sft") or {})
-    return {**fixed, "options": options, "seed": recipe.seed}
+        section = "sft"
+    return dict(recipe.stages.get(section) or {})
 
 
 def method_protocols(recipe: Recipe, method: str) -> list[str]:
@@ -105,17 +116,44 @@ def method_protocols(recipe: Recipe, method: str) -> list[str]:
     return [p for p in asked if p != "in_context"] or ["accuracy"]
 
 
-def chain_step(planner: Planner, link: str, model: Step, data: Step, method: str) -> Step:
+def chain_step(planner: Planner, link: str, model: Step, data: Step, method: str, n_params: int) -> Step:
     """The step for one link of a method's chain, on top of `model`."""
-    recipe = planner.recipe
-    if link == "cpt":
-        return planner.step("cpt", stage_config(recipe, "cpt", stage="cpt", target="cot"), [model, data], method)
-    if link in ("sft", "direct_sft"):
-        target = "cot" if link == "sft" else "answer"
-        return planner.step("sft", stage_config(recipe, link, stage="sft", target=target), [model, data], method)
+    recipe, seed = planner.recipe, planner.recipe.seed
+    if link in ("cpt", "sft", "direct_sft"):
+        stage, target = ("cpt", "cot") if link == "cpt" else ("sft", "cot" if link == "sft" else "answer")
+        section = f"stages.{link}"
+        options = op.stage_options(section, stage_options(recipe, link), stage, target, n_params)
+        return planner.step(stage, {"stage": stage, "target": target, "options": options, "seed": seed},
+                            [model, data], method)
     algo = link.removeprefix("poro_")
-    cfg = stage_config(recipe, algo, algo=algo, policy_rollout=link.startswith("poro_"))
-    return planner.step("rl", cfg, [model, data], method)
+    poro = link.startswith("poro_")
+    options = op.rl_options(f"stages.{algo}", dict(recipe.stages.get(algo) or {}), algo, poro, n_params)
+    return planner.step("rl", {"algo": algo, "policy_rollout": poro, "options": options, "seed": seed},
+                        [model, data], method)
+
+
+def plan_base(planner: Planner, data: Step, n_params: int, method: str) -> Step:
+    """The policy-following base's steps (pipeline.base); returns its final model step."""
+    recipe, seed = planner.recipe, planner.recipe.seed
+    opts = BaseOptions(**recipe.base)
+    datasets: dict[str, Step] = {}
+    for spec in opts.datasets + [recipe.data.model_dump(exclude_none=True)]:
+        s = planner.step("data", data_config(DataSpec(**spec), seed), [], method)
+        datasets.setdefault(s.id, s)
+    own = planner.step("data", pf.data_config(opts, seed), [], method)
+    cfg, materialized = base_config(recipe)
+    init = planner.step("base", cfg, [own, *datasets.values()] if materialized else [], method)
+    warm = planner.step("warmup", {"options": op.warmup_options("base.warmup", opts.warmup), "seed": seed},
+                        [init, own], method)
+    sft = {"epochs": opts.epochs, "lr": opts.lr, "batch_size": opts.batch_size, "lora_rank": 0, "save_steps": 100}
+    options = op.stage_options("base", sft, "sft", "cot", n_params)
+    model = planner.step("sft", {"stage": "sft", "target": "in_context", "options": options, "seed": seed},
+                         [warm, own, *datasets.values()], method)
+    ev = {"batch_size": opts.eval_batch_size, "max_new_tokens": opts.max_new_tokens}
+    config = {"protocols": ["in_context"], "options": op.eval_options("base", ev, ["in_context"]), "seed": seed,
+              "dtype": recipe.dtype}
+    planner.plan.base, planner.plan.base_eval = model, planner.step("eval", config, [model, own], method)
+    return model
 
 
 def make_plan(recipe: Recipe, only: list[str] | None = None) -> Plan:
@@ -126,21 +164,27 @@ def make_plan(recipe: Recipe, only: list[str] | None = None) -> Plan:
             if m not in methods:
                 raise ConfigError(f"--only: method {m!r} is not in the recipe (has {', '.join(methods)})")
         methods = [m for m in methods if m in only]
+    n_params = op.model_parameters(recipe.model)
     planner = Planner(recipe)
     first = methods[0]
-    data = planner.step("data", data_config(recipe), [], first)
-    cfg, needs_data = base_config(recipe)
-    base = planner.step("base", cfg, [data] if needs_data else [], first)
-    if recipe.warmup is not None:
-        base = planner.step("warmup", {"options": dict(recipe.warmup), "seed": recipe.seed}, [base, data], first)
+    data = planner.plan.data = planner.step("data", data_config(recipe.data, recipe.seed), [], first)
+    if recipe.base is not None:
+        base = plan_base(planner, data, n_params, first)
+    else:
+        cfg, needs_data = base_config(recipe)
+        base = planner.step("base", cfg, [data] if needs_data else [], first)
+        if recipe.warmup is not None:
+            options = op.warmup_options("warmup", recipe.warmup)
+            base = planner.step("warmup", {"options": options, "seed": recipe.seed}, [base, data], first)
     for method in methods:
         model = base
         for link in METHODS[method][1]:
-            model = chain_step(planner, link, model, data, method)
+            model = chain_step(planner, link, model, data, method, n_params)
         protocols = method_protocols(recipe, method)
         options = {k: v for k, v in recipe.eval.items() if k != "protocols"}
         inputs = [model, data] + ([base] if "forgetting" in protocols and model is not base else [])
-        config = {"protocols": protocols, "options": options, "seed": recipe.seed, "dtype": recipe.dtype}
+        config = {"protocols": protocols, "options": op.eval_options("eval", options, protocols),
+                  "seed": recipe.seed, "dtype": recipe.dtype}
         planner.plan.evals[method] = planner.step("eval", config, inputs, method)
         planner.plan.models[method] = model
     return planner.plan

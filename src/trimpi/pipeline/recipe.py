@@ -7,6 +7,7 @@
       clevr: {depths: [2], variant: T, policies: 4, ...}   # or gta: {...}, or path: DIR
       setting: T-d2              # ClevrPolicy setting to train on (default: the first built)
     warmup: {epochs: 20}         # optional perception warm-up (presets with a random vision tower)
+    base: {policies: 24, ...}    # optional policy-following base trained first (trimpi.pipeline.base)
     stages:
       cpt: {epochs: 5, lr: 1.0e-5}
       sft: {epochs: 5, lr: 1.0e-4, lora_rank: 8}
@@ -119,6 +120,7 @@ class Recipe(BaseModel):
     dtype: str | None = None
     data: DataSpec
     warmup: dict[str, Any] | None = None
+    base: dict[str, Any] | None = None
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     methods: list[str]
     eval: dict[str, Any] = Field(default_factory=lambda: {"protocols": ["accuracy"]})
@@ -150,12 +152,36 @@ class Recipe(BaseModel):
                 raise ValueError(f"stages.{name}: unknown stage (expected cpt, sft, direct_sft, grpo, dapo)")
         if self.warmup is not None:
             self.warmup = _dataclass_section(WarmupOptions, self.warmup, WARMUP_RESERVED, "warmup")
+        if self.base is not None:
+            self.base = base_section(self.base, self.warmup is not None)
         self.eval = _dataclass_section(EvalOptions, self.eval, EVAL_RESERVED, "eval")
         try:
             EvalOptions(**self.eval).check(name=lambda field: f"eval.{field}")
         except ConfigError as e:
             raise ValueError(str(e)) from None
         return self
+
+
+def base_section(values: dict[str, Any], has_warmup: bool) -> dict[str, Any]:
+    """Check the `base:` section: its own keys, its warm-up options and each of its datasets."""
+    from trimpi.pipeline.base import BaseOptions
+    from trimpi.train.warmup import WarmupOptions
+
+    if has_warmup:
+        raise ValueError("warmup: with a policy-following base, give the warm-up under base.warmup")
+    values = _dataclass_section(BaseOptions, values, set(), "base")
+    values["warmup"] = _dataclass_section(WarmupOptions, values.get("warmup") or {}, WARMUP_RESERVED, "base.warmup")
+    for i, spec in enumerate(values.get("datasets") or []):
+        try:
+            DataSpec(**spec)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ValueError(f"base.datasets[{i}]: {err['msg'].removeprefix('Value error, ')}") from None
+    try:
+        BaseOptions(**values).check()
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return values
 
 
 def _one_line(e: ValidationError, source: str) -> str:

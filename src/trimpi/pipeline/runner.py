@@ -3,12 +3,15 @@
     from trimpi.pipeline import load_recipe, run_recipe
     result = run_recipe(load_recipe("configs/demo.yaml"), "runs/demo")
 
-OUT/run.json records the plan (recipe, methods, steps); OUT/steps/<kind>-<hash>/ hold the
-steps; OUT/report.md and OUT/report.html summarize them. Rerunning skips finished steps.
+OUT/run.json records the plan (recipe, methods, the policy-following base, steps); STORE/steps/
+<kind>-<hash>/ hold the steps (STORE is OUT unless given: `trimpi repro` shares one store between
+its runs, so a base that several settings start from is built once); OUT/report.md and
+OUT/report.html summarize them. Rerunning skips finished steps. OUT is locked while a run writes.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 from trimpi.data.io import exclusive, write_json
 from trimpi.errors import ConfigError
 from trimpi.pipeline import steps as st
-from trimpi.pipeline.execute import EXECUTORS, RESUMABLE, Context, rl_config
+from trimpi.pipeline.execute import EXECUTORS, RESUMABLE, Context
 from trimpi.pipeline.plan import MATERIALIZED, TINY_PREFIX, Plan, make_plan
 from trimpi.pipeline.recipe import METHODS, Recipe
 
@@ -72,54 +75,31 @@ def check_data(recipe: Recipe, plan: Plan) -> None:
         raise ConfigError(f"data.path: {e}") from None
 
 
-def check_steps(plan: Plan) -> None:
-    """Resolve every stage's options now, so a bad value fails before any work starts."""
-    from dataclasses import replace
-
-    from trimpi.eval.runner import EvalOptions
-    from trimpi.train.sft import StageOptions, resolve
-
-    for s in plan.steps:
-        try:
-            if s.kind in ("cpt", "sft"):
-                opts = StageOptions(data="", model="", out="", stage=s.config["stage"], target=s.config["target"],
-                                    **s.config["options"])
-                for n_params in (0, 10**10):
-                    resolve(replace(opts), n_params)
-            elif s.kind == "rl":
-                rl_config(s, 0)
-            elif s.kind == "eval":
-                EvalOptions(protocols=list(s.config["protocols"]), **s.config["options"]).check()
-        except ConfigError as e:
-            raise ConfigError(f"{section_of(s)}: {e}") from None
-
-
-def section_of(step: st.Step) -> str:
-    """The recipe section a step's options come from (for error messages)."""
-    if step.kind == "rl":
-        return f"stages.{step.config['algo']}"
-    if step.kind == "sft" and step.config["target"] == "answer":
-        return "stages.direct_sft"
-    return f"stages.{step.kind}" if step.kind in ("cpt", "sft") else step.kind
-
-
 def validate(recipe: Recipe, only: list[str] | None = None) -> Plan:
-    """Plan the recipe and check model, data and every option; raises a one-line ConfigError."""
-    plan = make_plan(recipe, only)
+    """Check the model, plan the recipe (resolving every option) and check the data; raises a one-line
+    ConfigError."""
     check_model(recipe.model)
+    plan = make_plan(recipe, only)
     check_data(recipe, plan)
-    check_steps(plan)
     return plan
 
 
-def plan_record(plan: Plan, out: Path) -> dict[str, Any]:
-    """What run.json holds: the recipe, each method's model and eval step, and every step."""
+def plan_record(plan: Plan, out: Path, store: Path | None = None) -> dict[str, Any]:
+    """What run.json holds: the recipe, each method's model and eval step, the base, every step, and
+    where the steps live (relative to OUT)."""
+    store = Path(store or out)
+    base = None
+    if plan.base is not None:
+        base = {"model": plan.base.id, "eval": plan.base_eval.id, "chain": _chain(plan.base)}
     return {
         "recipe": plan.recipe.model_dump(),
+        "store": os.path.relpath(store.resolve(), Path(out).resolve()),
+        "data": plan.data.id,
+        "base": base,
         "methods": {m: {"label": METHODS[m][0], "model": plan.models[m].id, "eval": e.id,
                         "chain": _chain(plan.models[m])} for m, e in plan.evals.items()},
         "steps": [{"id": s.id, "kind": s.kind, "config": s.config, "inputs": [i.id for i in s.inputs],
-                   "methods": s.methods, "status": st.status(s, out)} for s in plan.steps],
+                   "methods": s.methods, "status": st.status(s, store)} for s in plan.steps],
     }
 
 
@@ -149,15 +129,17 @@ def run_step(step: st.Step, ctx: Context, echo: Callable[[str], None]) -> dict[s
 
 
 def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: list[str] | None = None,
-               ctx: Context | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+               ctx: Context | None = None, echo: Callable[[str], None] = print,
+               store: str | Path | None = None) -> dict[str, Any]:
     """Validate, then (unless dry_run) run every step not yet done and write the report.
 
     With `only`, just those methods' steps run; run.json and the report still cover every
-    method of the recipe (those not run yet show no score). Returns run.json's content, with
-    "report" paths when the report was written."""
+    method of the recipe (those not run yet show no score). Steps live in `store` (default:
+    `out`). Returns run.json's content, with "report" paths when the report was written."""
     out = Path(out)
+    store = Path(store or out)
     plan = validate(recipe, only)
-    record = plan_record(plan, out)
+    record = plan_record(plan, out, store)
     full = make_plan(recipe) if only else plan
     if dry_run:
         for s in record["steps"]:
@@ -165,18 +147,19 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
         return record
     with exclusive(out):  # a second process on the same run directory fails here, naming this one's pid
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / RUN_FILE, plan_record(full, out))
-        ctx = ctx or Context(out=out)
-        ctx.out = out
+        write_json(out / RUN_FILE, plan_record(full, out, store))
+        ctx = ctx or Context(out=store)
+        ctx.out = store
         for step in plan.steps:
             run_step(step, ctx, echo)
         from trimpi.report import write_report
 
-        record = plan_record(full, out)
+        record = plan_record(full, out, store)
         write_json(out / RUN_FILE, record)
         record["report"] = {k: str(v) for k, v in write_report(out).items()}
-    from trimpi.report import load_run, results, results_markdown
+    from trimpi.report import load_run, reference_lines, results, results_markdown
 
-    echo(results_markdown(results(load_run(out))))
+    run = load_run(out)
+    echo(results_markdown(results(run), reference_lines(run)))
     echo(f"report: {record['report']['md']}\n        {record['report']['html']}")
     return record

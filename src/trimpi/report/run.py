@@ -1,16 +1,16 @@
 """The run report: report.md and a self-contained report.html (plots as embedded base64 PNGs).
 
 Built from OUT/run.json (the plan) and each step's done.json, eval scores.json and RL
-metrics.jsonl, so `write_report(OUT)` can be rerun at any time. Sections: results per method
-(headline accuracy and every protocol), accuracy bar chart, RL reward curves for ordinary vs
-policy-aware samples, token and prefill savings, per-step timings, seeds, versions and configs.
+metrics.jsonl (in the step store run.json names), so `write_report(OUT)` can be rerun at any
+time. Sections: results per method (headline accuracy and every protocol) with chance, majority
+and in-context as reference lines, accuracy bar chart, the policy-following base, RL reward
+curves for ordinary vs policy-aware samples, token and prefill savings, per-step timings, seeds,
+versions and configs.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,9 @@ from typing import Any
 import yaml
 
 from trimpi.data.io import write_bytes_atomic
+from trimpi.report.baselines import LABELS, reference_lines
+from trimpi.report.html import to_html
+from trimpi.report.plots import plot_accuracy, plot_rewards, plot_savings
 
 CURVES = (("reward/plain", "ordinary"), ("reward/policy", "policy-aware"))
 
@@ -25,9 +28,10 @@ CURVES = (("reward/plain", "ordinary"), ("reward/policy", "policy-aware"))
 def load_run(out: Path) -> dict[str, Any]:
     """run.json plus each step's done.json (under "done", by step id) and RL metrics rows."""
     run = json.loads((out / "run.json").read_text())
+    store = out / run.get("store", ".")
     done, rl = {}, {}
     for s in run["steps"]:
-        d = out / "steps" / s["id"]
+        d = store / "steps" / s["id"]
         if (d / "done.json").is_file():
             done[s["id"]] = json.loads((d / "done.json").read_text())
         if s["kind"] == "rl" and (d / "metrics.jsonl").is_file():
@@ -83,73 +87,6 @@ def reward_curves(run: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, fl
     return curves
 
 
-def _fig_png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def plot_accuracy(rows: list[dict[str, Any]]) -> str | None:
-    """Bar chart of headline accuracy per method (base64 PNG)."""
-    scored = [r for r in rows if r["score"] is not None]
-    if not scored:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(scored)), 3.2))
-    ax.bar([r["label"] for r in scored], [100 * r["score"] for r in scored], color="#4c72b0")
-    ax.set_ylabel("headline accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.tick_params(axis="x", rotation=30, labelsize=8)
-    return _fig_png(fig)
-
-
-def plot_rewards(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> str | None:
-    """Mean reward per RL step, ordinary vs policy-aware samples, one panel per RL run (base64 PNG)."""
-    if not curves:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
-    for ax, (name, series) in zip(axes[0], curves.items(), strict=True):
-        for label, points in series.items():
-            if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("RL step")
-        ax.set_ylabel("mean reward")
-        ax.legend(fontsize=8)
-    return _fig_png(fig)
-
-
-def plot_savings(eff: list[dict[str, Any]]) -> str | None:
-    """Token and prefill savings (%) from dropping the policy (base64 PNG)."""
-    if not eff:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(eff)), 3))
-    xs = range(len(eff))
-    ax.bar([x - 0.2 for x in xs], [e["token_savings_pct"] or 0 for e in eff], width=0.4, label="prompt tokens")
-    ax.bar([x + 0.2 for x in xs], [e["prefill_savings_pct"] or 0 for e in eff], width=0.4, label="prefill time")
-    ax.set_xticks(list(xs), [e["label"] for e in eff], rotation=30, fontsize=8)
-    ax.set_ylabel("saved without policy (%)")
-    ax.legend(fontsize=8)
-    return _fig_png(fig)
-
-
 def fmt(value: Any, pct: bool = False) -> str:
     if value is None:
         return "-"
@@ -163,16 +100,17 @@ def table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
 
 
-def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None]) -> str:
+def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None], lines: dict[str, float]) -> str:
     """The whole report as markdown; images are referenced as `![name](name.png)` placeholders."""
     recipe = run["recipe"]
     parts = [f"# trimpi report: {recipe['name']}", "",
              f"Model `{recipe['model']}`, seed {recipe['seed']}, {len(rows)} methods. "
              "Scores are percentages on the test split, without the policy in the prompt "
              "(in-context: with it).", "", "## Results", "",
-             results_markdown(rows)]
+             results_markdown(rows, lines)]
     if images.get("accuracy"):
         parts += ["", "![accuracy per method](accuracy.png)"]
+    parts += ["", "## Policy-following base", "", base_markdown(run)]
     parts += ["", "## RL reward: ordinary vs policy-aware samples", ""]
     parts += ["![reward curves](rewards.png)"] if images.get("rewards") else ["No RL step in this run."]
     parts += ["", "## Efficiency: prompt tokens and prefill time", ""]
@@ -199,12 +137,34 @@ def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None]) -> s
     return "\n".join(parts)
 
 
-def results_markdown(rows: list[dict[str, Any]]) -> str:
-    """The results table: one row per method, headline score and every protocol's score (%)."""
+def results_markdown(rows: list[dict[str, Any]], lines: dict[str, float] | None = None) -> str:
+    """The results table: one row per method, headline score and every protocol's score (%), then
+    the reference lines (chance, majority; in-context is a method row when the run has it)."""
     protocols = sorted({p for r in rows for p in r["protocols"]} - {"efficiency"})
-    return table(["method", "headline", "score (%)"] + protocols,
-                 [[r["label"], r["protocol"], fmt(r["score"], True)]
-                  + [fmt((r["protocols"].get(p) or {}).get("score"), True) for p in protocols] for r in rows])
+    body = [[r["label"], r["protocol"], fmt(r["score"], True)]
+            + [fmt((r["protocols"].get(p) or {}).get("score"), True) for p in protocols] for r in rows]
+    body += [[f"*{LABELS[k]}*", "reference", fmt(v, True)] + ["-"] * len(protocols)
+             for k, v in (lines or {}).items() if k != "in_context"]
+    return table(["method", "headline", "score (%)"] + protocols, body)
+
+
+def base_markdown(run: dict[str, Any]) -> str:
+    """The policy-following base: its training examples and in-context accuracy on each of its settings."""
+    base = run.get("base")
+    if not base:
+        return "None: the methods start from the recipe's model."
+    trained = (run["done"].get(base["model"]) or {}).get("result") or {}
+    settings = ((run["done"].get(base["eval"]) or {}).get("result") or {}).get("settings") or {}
+    parts = [f"Model step `{base['model']}` (chain {' → '.join(base['chain'])}): "
+             + ", ".join(f"{k.replace('_', ' ')} {trained[k]}" for k in ("examples", "policies", "dropped_records",
+                                                                       "excluded_policies") if k in trained), ""]
+    if settings:
+        parts.append(table(["base setting", "in-context accuracy (%)"],
+                           [[name, fmt((p.get("in_context") or {}).get("score"), True)]
+                            for name, p in settings.items()]))
+    else:
+        parts.append("Not evaluated yet.")
+    return "\n".join(parts)
 
 
 def step_summary(result: dict[str, Any]) -> str:
@@ -217,6 +177,8 @@ def step_summary(result: dict[str, Any]) -> str:
     exist = (result.get("existence_accuracy") or {}).get("balanced_accuracy")
     if exist is not None:
         parts.append(f"existence_balanced_accuracy={fmt(exist)}")
+    for name, protocols in (result.get("settings") or {}).items():  # the base's in-context accuracy per setting
+        parts.append(f"in_context[{name}]={fmt((protocols.get('in_context') or {}).get('score'))}")
     ceiling = (result.get("vision_pretraining") or {}).get("probe_policy_accuracy")
     if ceiling is not None:
         parts.append(f"probe_policy_accuracy={fmt(ceiling)}")
@@ -238,56 +200,16 @@ def versions() -> dict[str, str]:
     return out
 
 
-def to_html(md: str, images: dict[str, str | None]) -> str:
-    """A minimal markdown → HTML rendering (headings, tables, code, images inlined as data URIs)."""
-    body, in_code, in_table = [], False, False
-    for line in md.splitlines():
-        if line.startswith("```"):
-            body.append("</pre>" if in_code else "<pre>")
-            in_code = not in_code
-            continue
-        if in_code:
-            body.append(html.escape(line))
-            continue
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= {"-"}:
-                continue
-            tag = "td" if in_table else "th"
-            body.append(("" if in_table else "<table>") + "<tr>" + "".join(
-                f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
-            in_table = True
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("!["):
-            name = line[line.index("(") + 1:line.index(")")].removesuffix(".png")
-            if images.get(name):
-                body.append(f'<img alt="{name}" src="data:image/png;base64,{images[name]}">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}pre{background:#f6f6f6;padding:8px;"
-             "overflow-x:auto;font-size:12px}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>trimpi report</title><style>{style}</style>" \
-           f"</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-
-
 def write_report(out: str | Path) -> dict[str, Path]:
     """Write OUT/report.md (with its PNGs) and the self-contained OUT/report.html; return their paths."""
     out = Path(out)
     run = load_run(out)
     rows = results(run)
     eff = efficiency_rows(rows)
-    images = {"accuracy": plot_accuracy(rows), "rewards": plot_rewards(reward_curves(run)),
+    lines = reference_lines(run)
+    images = {"accuracy": plot_accuracy(rows, lines), "rewards": plot_rewards(reward_curves(run)),
               "savings": plot_savings(eff)}
-    md = markdown(run, rows, eff, images)
+    md = markdown(run, rows, eff, images, lines)
     for name, data in images.items():
         if data:
             write_bytes_atomic(out / f"{name}.png", base64.b64decode(data))

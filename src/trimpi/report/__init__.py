@@ -1,0 +1,17 @@
+"""Reports: one run's report.md / report.html (report.run) and the repro table over settings and seeds
+(report.repro), with their plots (report.plots) and reference lines (report.baselines)."""
+
+from trimpi.report.baselines import chance_accuracy, majority_accuracy, reference_lines
+from trimpi.report.run import (
+    efficiency_rows,
+    headline,
+    load_run,
+    results,
+    results_markdown,
+    reward_curves,
+    step_summary,
+    write_report,
+)
+
+__all__ = ["chance_accuracy", "efficiency_rows", "headline", "load_run", "majority_accuracy", "reference_lines",
+           "results", "results_markdown", "reward_curves", "step_summary", "write_report"]

@@ -1,0 +1,114 @@
+"""The report's plots, as base64 PNGs (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+from trimpi.report.baselines import LABELS
+
+LINE_STYLES = {"chance": ":", "majority": "--", "in_context": "-."}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _reference_lines(ax, lines: dict[str, float]) -> None:
+    """Horizontal reference lines (chance, majority, in-context) across the whole axis."""
+    for key, value in lines.items():
+        ax.axhline(100 * value, color="black", linestyle=LINE_STYLES.get(key, "--"), linewidth=1,
+                   label=LABELS.get(key, key))
+
+
+def _fig_png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plot_accuracy(rows: list[dict[str, Any]], lines: dict[str, float] | None = None) -> str | None:
+    """Bar chart of headline accuracy per trained method, with chance, majority and in-context as
+    reference lines (base64 PNG)."""
+    lines = lines or {}
+    scored = [r for r in rows if r["score"] is not None and not (r["method"] == "in_context" and "in_context" in lines)]
+    if not scored and not lines:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(scored)), 3.2))
+    ax.bar([r["label"] for r in scored], [100 * r["score"] for r in scored], color="#4c72b0")
+    _reference_lines(ax, lines)
+    ax.set_ylabel("headline accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.tick_params(axis="x", rotation=30, labelsize=8)
+    if lines:
+        ax.legend(fontsize=7, loc="upper left")
+    return _fig_png(fig)
+
+
+def plot_rewards(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> str | None:
+    """Mean reward per RL step, ordinary vs policy-aware samples, one panel per RL run (base64 PNG)."""
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    for ax, (name, series) in zip(axes[0], curves.items(), strict=True):
+        for label, points in series.items():
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("RL step")
+        ax.set_ylabel("mean reward")
+        ax.legend(fontsize=8)
+    return _fig_png(fig)
+
+
+def plot_savings(eff: list[dict[str, Any]]) -> str | None:
+    """Token and prefill savings (%) from dropping the policy (base64 PNG)."""
+    if not eff:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(eff)), 3))
+    xs = range(len(eff))
+    ax.bar([x - 0.2 for x in xs], [e["token_savings_pct"] or 0 for e in eff], width=0.4, label="prompt tokens")
+    ax.bar([x + 0.2 for x in xs], [e["prefill_savings_pct"] or 0 for e in eff], width=0.4, label="prefill time")
+    ax.set_xticks(list(xs), [e["label"] for e in eff], rotation=30, fontsize=8)
+    ax.set_ylabel("saved without policy (%)")
+    ax.legend(fontsize=8)
+    return _fig_png(fig)
+
+
+def plot_repro(table: dict[str, Any]) -> str | None:
+    """Grouped bars: accuracy per setting and method, with the std over seeds as error bars, and each
+    setting's chance and majority as short reference lines (base64 PNG)."""
+    plt = _pyplot()
+    settings = list(table["settings"])
+    if not settings:
+        return None
+    methods = list(table["settings"][settings[0]]["methods"])
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(settings)), 3.6))
+    for k, method in enumerate(methods):
+        entries = [table["settings"][s]["methods"][method].get("accuracy") or {} for s in settings]
+        means = [100 * (e.get("mean") or 0) for e in entries]
+        stds = [100 * (e.get("std") or 0) for e in entries]
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(settings))]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=table["settings"][settings[0]]["methods"][method]["label"])
+    for i, s in enumerate(settings):
+        for key in ("chance", "majority"):
+            m = (table["settings"][s].get(key) or {}).get("mean")
+            if m is not None:
+                ax.hlines(100 * m, i - 0.4, i + 0.4, colors="black", linestyles=LINE_STYLES[key], linewidth=1)
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=6, ncol=2, loc="upper right")
+    ax.set_title("dashed: always the policy's most frequent case; dotted: chance", fontsize=8)
+    return _fig_png(fig)
