@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trimpi.pipeline import Context, parse_recipe, run_recipe
-from trimpi.report import load_run, results
+from trimpi.report import load_run, report_run, results, write_report
 from trimpi.train.callbacks import InterruptAt
 
 RECIPE = {
@@ -59,7 +59,7 @@ def fingerprint(out: Path) -> dict:
 def test_rerun_skips_and_interrupted_runs_match_uninterrupted(tmp_path):
     recipe = parse_recipe(RECIPE)
     clean = tmp_path / "clean"
-    run_recipe(recipe, clean, echo=lambda s: None)
+    run_recipe(recipe, clean, echo=lambda s: None, after=write_report)
     md = (clean / "report.md").read_text()
     assert "CoT SFT" in md and "TriMPI (PoRo-GRPO)" in md and "In-context" in md
     html = (clean / "report.html").read_text()
@@ -74,7 +74,7 @@ def test_rerun_skips_and_interrupted_runs_match_uninterrupted(tmp_path):
     assert scores["model"].startswith(str(clean / "steps"))
 
     lines: list[str] = []
-    run_recipe(recipe, clean, echo=lines.append)
+    run_recipe(recipe, clean, echo=lines.append, after=lambda d: report_run(d, lines.append))
     ran = [line for line in lines if not line.startswith(("skip", "report", " ", "| "))]
     assert ran == [] and sum(line.startswith("skip") for line in lines) == len(steps)
     table = next(line for line in lines if line.startswith("| method"))  # the results table is printed
@@ -91,6 +91,6 @@ def test_rerun_skips_and_interrupted_runs_match_uninterrupted(tmp_path):
     assert [p.name.split("-")[0] for p in partial] == ["rl"]
     (broken / "steps" / "eval-stale").mkdir()  # an unrelated stray directory is ignored
     lines = []
-    run_recipe(recipe, broken, echo=lines.append)
+    run_recipe(recipe, broken, echo=lines.append, after=write_report)
     assert any(line.startswith("resume") and "rl-" in line for line in lines)
     assert fingerprint(broken) == fingerprint(clean)

@@ -102,6 +102,7 @@ def test_failed_step_leaves_no_done_marker(tmp_path, monkeypatch):
 
 def test_only_runs_a_subset_but_reports_every_method(tmp_path, monkeypatch):
     from trimpi.pipeline import run_recipe
+    from trimpi.report import write_report
 
     ran = []
 
@@ -111,7 +112,8 @@ def test_only_runs_a_subset_but_reports_every_method(tmp_path, monkeypatch):
 
     for kind in execute.EXECUTORS:
         monkeypatch.setitem(execute.EXECUTORS, kind, fake)
-    record = run_recipe(parse_recipe(RECIPE), tmp_path, only=["cot_sft"], echo=lambda s: None)
+    record = run_recipe(parse_recipe(RECIPE), tmp_path, only=["cot_sft"], echo=lambda s: None,
+                        after=write_report)
     assert ran == ["data", "base", "sft", "eval"]
     assert set(record["methods"]) == set(RECIPE["methods"])
     md = (tmp_path / "report.md").read_text()
@@ -123,3 +125,34 @@ def test_done_marker_turns_non_finite_numbers_into_null(tmp_path):
     step.dir(tmp_path).mkdir(parents=True)
     mark_done(step, tmp_path, {"reward": float("nan"), "rows": [1.0, float("inf")]}, 0.0)
     assert read_done(step, tmp_path)["result"] == {"reward": None, "rows": [1.0, None]}
+
+
+def test_demo_writes_the_report_and_prints_the_table_with_reference_lines(tmp_path, monkeypatch):
+    """`trimpi demo` (every step faked): the results table ends with chance and the per-policy majority,
+    the in-context method is a row of it, and the report's accuracy plot is written."""
+    import typer
+    from typer.testing import CliRunner
+
+    from _fixtures_train import write_dataset
+    from trimpi.cli.demo import demo
+
+    data = write_dataset(tmp_path / "data", n=6)
+
+    def fake(step, ctx):
+        if step.kind == "data":
+            return {"dataset": str(data)}
+        if step.kind == "eval":
+            name = "in_context" if "in_context" in step.config["protocols"] else "accuracy"
+            return {"protocols": {name: {"score": 0.75}}}
+        return {}
+
+    for kind in execute.EXECUTORS:
+        monkeypatch.setitem(execute.EXECUTORS, kind, fake)
+    app = typer.Typer()
+    app.command()(demo)
+    result = CliRunner().invoke(app, ["--out", str(tmp_path / "demo"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "| In-context | in_context | 75.00 |" in result.output
+    assert "| *chance (a random case of the policy)* | reference | 50.00 |" in result.output
+    assert "| *always the policy's most frequent case* | reference |" in result.output
+    assert (tmp_path / "demo" / "report.md").is_file() and (tmp_path / "demo" / "accuracy.png").is_file()

@@ -22,6 +22,7 @@ from trimpi.pipeline.base import BaseOptions, dataset_tree_keys, in_context_exam
 from trimpi.pipeline.plan import make_plan
 from trimpi.pipeline.steps import mark_done, status
 from trimpi.report import repro as table_of
+from trimpi.report import write_report
 from trimpi.report.baselines import majority_accuracy
 
 TREE = {"root": "1", "nodes": {"1": {"if_exists": {"color": "red"}, "yes": "Case 1", "no": "Case 2"}}}
@@ -181,7 +182,7 @@ def fake_steps(monkeypatch):
 
 def test_seed_builds_the_base_once_and_remeasures_it_without_retraining(tmp_path, fake_steps):
     cfg = rp.load_repro(write_config(tmp_path, settings=TWO_SETTINGS))
-    rp.run_seed(cfg, tmp_path, 0, echo=lambda _: None)
+    rp.run_seed(cfg, tmp_path, 0, echo=lambda _: None, after=write_report)
     assert fake_steps.count("warmup") == 1 and fake_steps.count("base") == 1  # shared by both settings
     assert fake_steps.count("data") == 3 and rp.seed_finished(cfg, tmp_path, 0)
     run = json.loads((rp.run_dir(tmp_path, "M-d2", 0) / "run.json").read_text())

@@ -20,5 +20,7 @@ def demo(
 ) -> None:
     """Run the demo recipe: a small ClevrPolicy-T set, the micro preset, in-context vs CoT SFT vs TriMPI, the report."""
     from trimpi.pipeline import Context, load_recipe, run_recipe
+    from trimpi.report import report_run
 
-    run_recipe(load_recipe(demo_recipe()), out, ctx=Context(out=out, progress=progress), echo=typer.echo)
+    run_recipe(load_recipe(demo_recipe()), out, ctx=Context(out=out, progress=progress), echo=typer.echo,
+               after=lambda d: report_run(d, typer.echo))

@@ -35,14 +35,25 @@ def repro(
             accuracy = {name: p["in_context"]["score"] for name, p in record["result"]["settings"].items()}
             typer.echo(f"seed {s}: base evaluated in {record['id']}: in-context accuracy {accuracy}")
         return
-    if table_only:  # reads finished runs only; its files are written atomically, so no lock is needed
-        from trimpi.report.repro import aggregate, table_markdown, write_outputs
+    from trimpi.report import write_report
 
-        table = aggregate(cfg, target)
-        write_outputs(table, target)
-        typer.echo(table_markdown(table))
+    if table_only:  # reads finished runs only; its files are written atomically, so no lock is needed
+        write_table(cfg, target, None)
         return
     if seed is not None:
-        rp.run_seed(cfg, target, seed, progress, typer.echo)
+        rp.run_seed(cfg, target, seed, progress, typer.echo, after=write_report)
         return
-    rp.run_repro(cfg, config, target, jobs=jobs, progress=progress, echo=typer.echo)
+    rp.run_repro(cfg, config, target, jobs=jobs, progress=progress, echo=typer.echo, after_run=write_report,
+                 after=lambda out, seconds: write_table(cfg, out, seconds))
+
+
+def write_table(cfg, out: Path, seconds: float | None) -> None:
+    """repro.json / repro.md / repro.png from the finished runs under `out`; print the table."""
+    from trimpi.report.repro import aggregate, table_markdown, write_outputs
+
+    table = aggregate(cfg, out)
+    if seconds is not None:
+        table["wall_seconds"] = round(seconds, 1)
+    write_outputs(table, out)
+    typer.echo(table_markdown(table))
+    typer.echo(f"table: {out / 'repro.md'}")

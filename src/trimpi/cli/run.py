@@ -18,10 +18,11 @@ def run(
 ) -> None:
     """Run a recipe: every method's steps, sharing finished steps; then write report.md and report.html."""
     from trimpi.pipeline import Context, load_recipe, run_recipe
+    from trimpi.report import report_run
 
     spec = load_recipe(recipe, {"model": model} if model else None)
     target = out or Path("runs") / spec.name
     result = run_recipe(spec, target, dry_run=dry_run, only=only or None, ctx=Context(out=target, progress=progress),
-                        echo=typer.echo)
+                        echo=typer.echo, after=lambda d: report_run(d, typer.echo))
     if dry_run:
         typer.echo(f"plan: {len(result['steps'])} steps for {len(result['methods'])} methods (nothing run)")

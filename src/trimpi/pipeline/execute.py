@@ -3,8 +3,9 @@
 Inputs are positional: training steps take [model, data]; eval takes [model, data, (baseline)];
 a base step takes the datasets whose text trains a preset's tokenizer; the base's in-context SFT
 takes [model, its own data, excluded datasets...]. Each executor is a function of the step's
-config, its inputs' directories and its own directory (`Step.dir(ctx.out)`): it writes into the step's directory and returns a small JSON-able result that goes
-into done.json. Training steps resume from their own checkpoints when a directory is partial.
+config, its inputs' directories and its own directory (`Step.dir(ctx.out)`): it writes into that
+directory and returns a small JSON-able result that goes into done.json. Training steps resume
+from their own checkpoints when a directory is partial.
 """
 
 from __future__ import annotations
@@ -132,9 +133,9 @@ def run_train_stage(step: Step, ctx: Context) -> dict[str, Any]:
         opts = StageOptions(data=str(dataset_path(data, ctx.out)), model=model_path(model, ctx.out),
                             out=str(step.dir(ctx.out)), stage=cfg["stage"],
                             target="cot" if cfg["target"] == "in_context" else cfg["target"], seed=cfg["seed"],
-                            **cfg["options"])
+                            progress=ctx.progress, **cfg["options"])
         summary = {**run_stage(opts, callbacks=ctx.callbacks, examples=examples), **counts}
-    return _stage_result(summary)
+    return _stage_result({**summary, "target": step.config["target"]})
 
 
 def base_examples(step: Step, ctx: Context) -> tuple[list[dict], dict[str, int]]:

@@ -18,7 +18,7 @@ datasets and base are built once:
 
     OUT/steps/<kind>-<hash>/       every step of every run (content-addressed; seeds never share one)
     OUT/runs/<setting>/seed-<s>/   an ordinary run directory (run.json, report.md)
-    OUT/repro.json, repro.md, repro.png   the table (trimpi.report.repro)
+    OUT/repro.json, repro.md, repro.png   the table (trimpi.report.repro, called back by the CLI)
 
 Locks: a whole repro holds OUT's lock; each seed's work holds that seed's lock (OUT/.seed-<s>.lock),
 taken by whichever process runs the seed (this one, or a `--seed` child), so parallel seeds never
@@ -144,8 +144,9 @@ def ancestors(step) -> set[str]:
 
 
 def run_seed(cfg: ReproConfig, out: Path, seed: int, progress: bool = False,
-             echo: Callable[[str], None] = print) -> None:
-    """Every setting's run for one seed (the first builds the datasets and the base the others reuse)."""
+             echo: Callable[[str], None] = print, after: Callable[[Path], Any] | None = None) -> None:
+    """Every setting's run for one seed (the first builds the datasets and the base the others reuse);
+    `after(run directory)` follows each run (the CLI writes its report)."""
     from trimpi.pipeline.execute import Context
     from trimpi.pipeline.runner import run_recipe
 
@@ -153,29 +154,25 @@ def run_seed(cfg: ReproConfig, out: Path, seed: int, progress: bool = False,
         for setting in cfg.settings:
             echo(f"seed {seed}: {setting}")
             run_recipe(setting_recipe(cfg, setting, seed), run_dir(out, setting, seed), store=out,
-                       ctx=Context(out=out, progress=progress), echo=echo)
+                       ctx=Context(out=out, progress=progress), echo=echo, after=after)
 
 
 def run_repro(cfg: ReproConfig, config_path: Path, out: Path, jobs: int = 1, progress: bool = False,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every seed (in `jobs` parallel processes, each with its share of the CPU threads), then the table."""
-    from trimpi.report.repro import aggregate, table_markdown, write_outputs
-
+              echo: Callable[[str], None] = print, after_run: Callable[[Path], Any] | None = None,
+              after: Callable[[Path, float], Any] | None = None) -> None:
+    """Every seed (in `jobs` parallel `--seed` processes, each with its share of the CPU threads), then
+    `after(out, wall seconds)` (the CLI writes the table), all under OUT's lock."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out):
         if jobs <= 1:
             for seed in cfg.seeds:
-                run_seed(cfg, out, seed, progress, echo)
+                run_seed(cfg, out, seed, progress, echo, after_run)
         else:
             todo = [seed for seed in cfg.seeds if not seed_finished(cfg, out, seed)]
             run_parallel(config_path, out, todo, jobs, echo)
-        table = aggregate(cfg, out)
-        table["wall_seconds"] = round(time.perf_counter() - start, 1)
-        write_outputs(table, out)
-    echo(table_markdown(table))
-    echo(f"table: {out / 'repro.md'}")
-    return table
+        if after is not None:
+            after(out, time.perf_counter() - start)
 
 
 def seed_finished(cfg: ReproConfig, out: Path, seed: int) -> bool:

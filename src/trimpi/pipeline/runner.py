@@ -5,8 +5,9 @@
 
 OUT/run.json records the plan (recipe, methods, the policy-following base, steps); STORE/steps/
 <kind>-<hash>/ hold the steps (STORE is OUT unless given: `trimpi repro` shares one store between
-its runs, so a base that several settings start from is built once); OUT/report.md and
-OUT/report.html summarize them. Rerunning skips finished steps. OUT is locked while a run writes.
+its runs, so a base that several settings start from is built once). Rerunning skips finished
+steps. OUT is locked while a run works; `after(OUT)` (the caller's report: trimpi.report sits
+above this layer) runs last, still under the lock.
 """
 
 from __future__ import annotations
@@ -130,12 +131,12 @@ def run_step(step: st.Step, ctx: Context, echo: Callable[[str], None]) -> dict[s
 
 def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: list[str] | None = None,
                ctx: Context | None = None, echo: Callable[[str], None] = print,
-               store: str | Path | None = None) -> dict[str, Any]:
-    """Validate, then (unless dry_run) run every step not yet done and write the report.
+               store: str | Path | None = None, after: Callable[[Path], Any] | None = None) -> dict[str, Any]:
+    """Validate, then (unless dry_run) run every step not yet done, write run.json and call `after(out)`.
 
-    With `only`, just those methods' steps run; run.json and the report still cover every
+    With `only`, just those methods' steps run; run.json (and so the report) still covers every
     method of the recipe (those not run yet show no score). Steps live in `store` (default:
-    `out`). Returns run.json's content, with "report" paths when the report was written."""
+    `out`). Returns run.json's content."""
     out = Path(out)
     store = Path(store or out)
     plan = validate(recipe, only)
@@ -152,14 +153,8 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
         ctx.out = store
         for step in plan.steps:
             run_step(step, ctx, echo)
-        from trimpi.report import write_report
-
         record = plan_record(full, out, store)
         write_json(out / RUN_FILE, record)
-        record["report"] = {k: str(v) for k, v in write_report(out).items()}
-    from trimpi.report import load_run, reference_lines, results, results_markdown
-
-    run = load_run(out)
-    echo(results_markdown(results(run), reference_lines(run)))
-    echo(f"report: {record['report']['md']}\n        {record['report']['html']}")
+        if after is not None:
+            after(out)
     return record

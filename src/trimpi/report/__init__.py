@@ -6,6 +6,7 @@ from trimpi.report.run import (
     efficiency_rows,
     headline,
     load_run,
+    report_run,
     results,
     results_markdown,
     reward_curves,
@@ -14,4 +15,4 @@ from trimpi.report.run import (
 )
 
 __all__ = ["chance_accuracy", "efficiency_rows", "headline", "load_run", "majority_accuracy", "reference_lines",
-           "results", "results_markdown", "reward_curves", "step_summary", "write_report"]
+           "report_run", "results", "results_markdown", "reward_curves", "step_summary", "write_report"]

@@ -216,3 +216,12 @@ def write_report(out: str | Path) -> dict[str, Path]:
     write_bytes_atomic(out / "report.md", md.encode())
     write_bytes_atomic(out / "report.html", to_html(md, images).encode())
     return {"md": out / "report.md", "html": out / "report.html"}
+
+
+def report_run(out: str | Path, echo=print) -> dict[str, Path]:
+    """Write the report of run directory `out`; print its results table and where the report is."""
+    paths = write_report(out)
+    run = load_run(Path(out))
+    echo(results_markdown(results(run), reference_lines(run)))
+    echo(f"report: {paths['md']}\n        {paths['html']}")
+    return paths
