@@ -196,7 +196,8 @@ def _train_rl(step: Step, ctx: Context, records, root: Path, resume: str | None)
     start = model_path(step.inputs[0], ctx.out)
     net, processor = load_model(start, device=accelerator.device, data=root, seed=step.config["seed"])
     return train_rl(rl_config(step), net, processor, records, root, step.dir(ctx.out), accelerator=accelerator,
-                    resume_from_checkpoint=resume, start_checkpoint=start, on_step=ctx.on_rl_step)
+                    resume_from_checkpoint=resume, start_checkpoint=start, progress=ctx.progress,
+                    on_step=ctx.on_rl_step)
 
 
 def run_eval_step(step: Step, ctx: Context) -> dict[str, Any]:

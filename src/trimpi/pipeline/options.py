@@ -89,12 +89,14 @@ def warmup_options(section: str, options: dict[str, Any]) -> dict[str, Any]:
     return _fields(_in(section, WarmupOptions, data="", out="", **options), {"seed"})
 
 
-def eval_options(section: str, options: dict[str, Any], protocols: list[str]) -> dict[str, Any]:
-    """Every EvalOptions field of an eval step, checked (protocols kept apart; baseline paths are inputs)."""
+def eval_options(section: str, options: dict[str, Any], protocols: list[str],
+                 keys: dict[str, str] | None = None) -> dict[str, Any]:
+    """Every EvalOptions field of an eval step, checked (protocols kept apart; baseline paths are inputs).
+    An error names the recipe key: `section.field`, or `keys[field]` where the recipe spells it otherwise."""
     from trimpi.eval.runner import EvalOptions
 
     opts = _in(section, EvalOptions, protocols=list(protocols), **options)
-    _in(section, opts.check)
+    opts.check(name=lambda f: (keys or {}).get(f, f"{section}.{f}"))
     return _fields(opts, {"protocols", "baseline_scores", "skip_inapplicable"})
 
 

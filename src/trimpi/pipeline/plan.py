@@ -150,8 +150,9 @@ def plan_base(planner: Planner, data: Step, n_params: int, method: str) -> Step:
     model = planner.step("sft", {"stage": "sft", "target": "in_context", "options": options, "seed": seed},
                          [warm, own, *datasets.values()], method)
     ev = {"batch_size": opts.eval_batch_size, "max_new_tokens": opts.max_new_tokens}
-    config = {"protocols": ["in_context"], "options": op.eval_options("base", ev, ["in_context"]), "seed": seed,
-              "dtype": recipe.dtype}
+    keys = {"batch_size": "base.eval_batch_size", "max_new_tokens": "base.max_new_tokens"}
+    config = {"protocols": ["in_context"], "options": op.eval_options("base", ev, ["in_context"], keys),
+              "seed": seed, "dtype": recipe.dtype}
     planner.plan.base, planner.plan.base_eval = model, planner.step("eval", config, [model, own], method)
     return model
 
