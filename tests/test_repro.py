@@ -124,6 +124,9 @@ def test_load_repro_bad_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         rp.load_repro(tmp_path / "bad.yaml")
+    (tmp_path / "twice.yaml").write_text("name: a\nseeds: [0]\nname: b\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml:3: name: key given twice"):
+        rp.load_repro(tmp_path / "twice.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="mapping"):
         rp.load_repro(tmp_path / "list.yaml")

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trimpi.data.io import exclusive
 from trimpi.errors import ConfigError
-from trimpi.pipeline.recipe import Recipe, _dataclass_section, parse_recipe
+from trimpi.pipeline.recipe import DuplicateKeyError, Recipe, UniqueKeyLoader, _dataclass_section, parse_recipe
 
 
 class SettingSpec(BaseModel):
@@ -95,8 +95,10 @@ def load_repro(path: str | Path) -> ReproConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
         cfg = ReproConfig(**values) if isinstance(values, dict) else None
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}:{e.line}: {e.key}: key given twice (the first value would be lost)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except ValidationError as e:
