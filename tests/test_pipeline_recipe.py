@@ -87,6 +87,13 @@ def test_demo_recipe_is_micro_on_clevr_t_depth_2():
     ({"stages": {"grpo": {"num_generations": 0}}, "methods": ["cot_sft_grpo"]}, "stages.grpo: --num-generations"),
     ({"stages": {"sft": {"lr": -1.0}}}, "stages.sft: "),
     ({"eval": {"protocols": ["accurcy"]}}, "eval.protocols: unknown protocol"),
+    ({"base": {"polices": 2}}, "base.polices"),
+    ({"base": {"warmup": {"epoch": 1}}}, "base.warmup.epoch"),
+    ({"base": {}, "warmup": {"epochs": 1}}, "warmup: with a policy-following base"),
+    ({"base": {"eval_batch_size": 0}}, "base.eval_batch_size"),
+    ({"base": {"examples": 100, "policies": 2, "scenes": 10}}, "base.examples"),
+    ({"base": {"datasets": [{"clevr": {"depths": [3]}}]}}, "base.datasets[0]"),
+    ({"base": {"datasets": [{"path": "/nonexistent/dataset"}]}}, "base.datasets[0].path"),
 ])
 def test_bad_recipe_fails_before_work_with_one_line_naming_the_key(tmp_path, changes, key):
     out = tmp_path / "out"

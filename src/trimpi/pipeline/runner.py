@@ -61,6 +61,9 @@ def check_data(recipe: Recipe, plan: Plan) -> None:
         raise ConfigError("eval.protocols: referral on GTAPolicy needs an LLM judge (use `trimpi eval --judge`)")
     if spec.gta is not None and "forgetting" in protocols:
         raise ConfigError("eval.protocols: forgetting reads general_test.jsonl, which GTAPolicy does not have")
+    for i, other in enumerate((recipe.base or {}).get("datasets") or []):  # their policies are excluded
+        if other.get("path") is not None and not Path(other["path"]).is_dir():
+            raise ConfigError(f"base.datasets[{i}].path: {other['path']}: dataset directory not found")
     if spec.path is None:
         return
     root = Path(spec.path)
