@@ -151,6 +151,11 @@ def test_base_is_the_same_steps_in_every_setting_and_excludes_every_setting(tmp_
     assert {a.data.id, b.data.id} == {d.id for d in excluded} and a.data in excluded
     assert [s.kind for s in a.steps[:7]] == ["data", "data", "data", "base", "warmup", "sft", "eval"]
     assert a.models["in_context"] is a.base and a.base.config["target"] == "in_context"
+    init = a.base.inputs[0].inputs[0]
+    assert init.kind == "base" and init.inputs == [own]  # the settings' ClevrPolicy text adds no words
+    gta = rp.load_repro(write_config(tmp_path, settings={**TWO_SETTINGS, "GTA": {"data": {"gta": {}}}}))
+    init = make_plan(rp.setting_recipe(gta, "GTA", 0)).base.inputs[0].inputs[0]
+    assert [d.config["source"] for d in init.inputs] == ["policy_base", "gta"]
 
 
 def test_base_steps_change_with_options_exclusions_and_seed_but_not_with_how_it_is_measured(tmp_path):

@@ -7,7 +7,8 @@ that ability first, on randomly generated ClevrPolicy policies disjoint from the
 internalized. The plan turns it into ordinary steps (see `plan.plan_base`):
 
     data     the base's own ClevrPolicy builds, one per variant (own seed stream, compact traces)
-    base     the fresh model (a preset's tokenizer trained on the text of every dataset involved)
+    base     the fresh model (a preset's tokenizer trained on the base's data and any non-ClevrPolicy
+             dataset involved, e.g. GTAPolicy, whose words the base's data lacks)
     warmup   perception warm-up on the base's first setting
     sft      in-context CoT SFT: [policy in the system turn, image, query] → trace + answer,
              without every record whose policy tree is in one of the excluded datasets

@@ -10,7 +10,8 @@
 With a `base:` section the methods start from a policy-following base instead (pipeline.base):
 
     data(base) ─ base ─ warmup ─ sft(in_context) ─┬─ eval[in_context, per base setting]
-    data, base.datasets ──────────────────────────┘  (excluded policies; tokenizer text)
+    data, base.datasets ──────────────────────────┘  (excluded policies; non-ClevrPolicy text also
+                                                      trains a preset's tokenizer, the base step)
 
 Every step's config holds its options fully resolved (pipeline.options), so a changed default
 changes the hash of the steps it affects and of everything downstream.
@@ -142,7 +143,9 @@ def plan_base(planner: Planner, data: Step, n_params: int, method: str) -> Step:
         datasets.setdefault(s.id, s)
     own = planner.step("data", pf.data_config(opts, seed), [], method)
     cfg, materialized = base_config(recipe)
-    init = planner.step("base", cfg, [own, *datasets.values()] if materialized else [], method)
+    # a preset's tokenizer: the base's ClevrPolicy text covers every ClevrPolicy set; other datasets add theirs
+    texts = [own] + [d for d in datasets.values() if d.config["source"] != "clevr"]
+    init = planner.step("base", cfg, texts if materialized else [], method)
     warm = planner.step("warmup", {"options": op.warmup_options("base.warmup", opts.warmup), "seed": seed},
                         [init, own], method)
     sft = {"epochs": opts.epochs, "lr": opts.lr, "batch_size": opts.batch_size, "lora_rank": 0, "save_steps": 100}
