@@ -156,3 +156,23 @@ def test_demo_writes_the_report_and_prints_the_table_with_reference_lines(tmp_pa
     assert "| *chance (a random case of the policy)* | reference | 50.00 |" in result.output
     assert "| *always the policy's most frequent case* | reference |" in result.output
     assert (tmp_path / "demo" / "report.md").is_file() and (tmp_path / "demo" / "accuracy.png").is_file()
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_rl_step_shows_train_rls_progress_bar_when_the_run_does(tmp_path, monkeypatch, progress):
+    from types import SimpleNamespace
+
+    from _fixtures_train import write_dataset
+    from trimpi.models import loading
+    from trimpi.train.rl import trainer
+
+    seen = {}
+    monkeypatch.setattr(trainer, "make_accelerator", lambda: SimpleNamespace(device="cpu"))
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(trainer, "train_rl", lambda *a, **k: seen.update(k) or {"step": 1, "reward": 0.5})
+    data = Step("data", {"source": "path", "path": str(write_dataset(tmp_path / "d", n=2))})
+    step = Step("rl", {"algo": "grpo", "policy_rollout": True, "options": {}, "seed": 0},
+                [Step("base", {"model": "some/model"}), data])
+    step.dir(tmp_path).mkdir(parents=True)
+    result = execute.run_rl_step(step, Context(out=tmp_path, progress=progress))
+    assert seen["progress"] is progress and result["steps"] == 1
