@@ -155,6 +155,12 @@ def clevr_ds(tmp_path_factory) -> Path:
     return make_clevr(tmp_path_factory.mktemp("faults_clevr"))
 
 
+def copy_dataset(ds: Path, tmp_path: Path) -> Path:
+    """A copy of a ClevrPolicy setting with its image pool, to break."""
+    shutil.copytree(ds.parent, tmp_path / "clevr")
+    return tmp_path / "clevr" / ds.name
+
+
 class CountingEngine:
     """A generation engine that only counts: evaluation must fail before calling it."""
 
@@ -175,8 +181,7 @@ def eval_on(dataset: Path, out: Path, protocols=("accuracy",)):
 def test_fault4_eval_on_empty_test_split_is_an_error(clevr_ds, tmp_path):
     from trimpi.errors import DataError
 
-    ds = tmp_path / "T-d2"
-    shutil.copytree(clevr_ds, ds)
+    ds = copy_dataset(clevr_ds, tmp_path)
     write_split(ds, "test.jsonl", [])
     with pytest.raises(DataError, match=r"test\.jsonl: no records"):
         eval_on(ds, tmp_path / "eval")
@@ -189,8 +194,7 @@ def test_fault4_eval_on_empty_test_split_is_an_error(clevr_ds, tmp_path):
 def test_fault6_null_answer_fails_before_generating_naming_file_row_field(clevr_ds, tmp_path):
     from trimpi.errors import DataError
 
-    ds = tmp_path / "T-d2"
-    shutil.copytree(clevr_ds, ds)
+    ds = copy_dataset(clevr_ds, tmp_path)
     rows = [json.loads(line) for line in (ds / "test.jsonl").read_text().splitlines()]
     rows[2]["answer"] = None
     write_split(ds, "test.jsonl", rows)
@@ -453,3 +457,17 @@ def test_fault4_null_tool_result_is_no_result_not_the_word_null():
     from trimpi.data.gta.loader import result_text
 
     assert result_text(None) == ""
+
+
+@pytest.mark.parametrize("field,protocol", [("images", "accuracy"), ("policy_path", "in_context")])
+def test_fault6_missing_image_or_policy_fails_before_generating(clevr_ds, tmp_path, field, protocol):
+    from trimpi.errors import DataError
+
+    ds = copy_dataset(clevr_ds, tmp_path)
+    rows = [json.loads(line) for line in (ds / "test.jsonl").read_text().splitlines()]
+    rows[1][field] = ["gone.png"] if field == "images" else "policies/gone.json"
+    write_split(ds, "test.jsonl", rows)
+    gone = ds / ("gone.png" if field == "images" else "policies/gone.json")
+    with pytest.raises(DataError, match=rf"^{ds / 'test.jsonl'}:2: field '{field}': {gone} not found$"):
+        eval_on(ds, tmp_path / "eval", [protocol])
+    assert CountingEngine.calls == 0

@@ -15,6 +15,7 @@ results of a base model and of an internalized model never share a name.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,15 +120,19 @@ def check_files(dataset: Path, protocols: list[str], judge: bool = True) -> None
         if reason is not None:
             raise ConfigError(reason)
     for split in dict.fromkeys(PROTOCOLS[name].filename for name in protocols):
-        check_records(dataset / split)
+        with_policy = any(PROTOCOLS[n].with_policy for n in protocols if PROTOCOLS[n].filename == split)
+        check_records(dataset / split, with_policy)
 
 
 TEXT_FIELDS = ("id", "task", "query", "answer", "response")  # what a prediction row is built and scored from
 
 
-def check_records(path: Path) -> None:
-    """Raise a one-line error (file:line: field) for a record that could not be scored,
-    so that a bad record stops the evaluation before anything is generated, not after."""
+def check_records(path: Path, with_policy: bool = False) -> None:
+    """Raise a one-line error (file:line: field) for a record that could not be scored, or whose images
+    (or, with the policy in the prompt, policy file) are missing: a bad record stops the evaluation
+    before anything is generated, not after."""
+    root = path.parent
+    policies: set[str] = set()
     for line, row in numbered_jsonl(path):
         for key in TEXT_FIELDS:
             if key not in row:
@@ -137,6 +142,16 @@ def check_records(path: Path) -> None:
         images = row.get("images")
         if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
             raise DataError(f"{path}:{line}: field 'images' must be a list of paths, got {json.dumps(images)[:40]}")
+        for image in images:
+            if not (root / image).is_file():
+                raise DataError(f"{path}:{line}: field 'images': {os.path.normpath(root / image)} not found")
+        if with_policy:
+            policy = row.get("policy_path")
+            if not isinstance(policy, str) or not policy:
+                raise DataError(f"{path}:{line}: field 'policy_path' is needed to put the policy in the prompt")
+            if policy not in policies and not (root / policy).is_file():
+                raise DataError(f"{path}:{line}: field 'policy_path': {root / policy} not found")
+            policies.add(policy)
 
 
 def dataset_task(dataset: Path) -> str | None:
