@@ -471,3 +471,20 @@ def test_fault6_missing_image_or_policy_fails_before_generating(clevr_ds, tmp_pa
     with pytest.raises(DataError, match=rf"^{ds / 'test.jsonl'}:2: field '{field}': {gone} not found$"):
         eval_on(ds, tmp_path / "eval", [protocol])
     assert CountingEngine.calls == 0
+
+
+def test_fault8_ordinary_modes_loosens_only_private_modes(tmp_path):
+    from trimpi.data.io import ordinary_modes
+
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "sub").mkdir(mode=0o700)
+        for name, mode in (("weights", 0o600), ("script", 0o755), ("group", 0o640)):
+            (tmp_path / "sub" / name).write_text("x")
+            (tmp_path / "sub" / name).chmod(mode)
+        ordinary_modes(tmp_path)
+    finally:
+        os.umask(old)
+    got = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "sub").iterdir()}
+    assert got == {"weights": "0o644", "script": "0o755", "group": "0o640"}
+    assert oct((tmp_path / "sub").stat().st_mode & 0o777) == "0o755"

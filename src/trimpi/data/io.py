@@ -52,12 +52,15 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
     return path
 
 
+PRIVATE_MODES = {0o600, 0o700}  # what mkstemp / mkdtemp (and safetensors' writer) give, whatever the umask
+
+
 def ordinary_modes(directory: str | Path) -> None:
-    """Give every file and directory under `directory` the mode of an ordinary one, for writers that
-    use private modes (safetensors writes weights 0600)."""
+    """Give files and directories under `directory` that writers made private (safetensors writes weights
+    0600) the mode of an ordinary one; modes set on purpose (0755 scripts, 0640 files) are kept."""
     directory = Path(directory)
     for path in [directory, *directory.rglob("*")]:
-        if not path.is_symlink():
+        if not path.is_symlink() and path.stat().st_mode & 0o777 in PRIVATE_MODES:
             path.chmod(dir_mode() if path.is_dir() else file_mode())
 
 
