@@ -28,6 +28,7 @@ app.add_typer(data_cli.app, name="data")
 app.add_typer(train_cli.app, name="train")
 app.command("eval")(eval_cli.evaluate)
 app.command("run")(run_cli.run)
+app.command("step", hidden=True)(run_cli.step)
 app.command("demo")(demo_cli.demo)
 app.command("repro")(repro_cli.repro)
 

@@ -30,6 +30,8 @@ class Context:
     progress: bool = False
     callbacks: list = field(default_factory=list)  # transformers callbacks for warmup / cpt / sft
     on_rl_step: Callable[[int, dict], None] | None = None
+    # pipeline.launch.Launcher: cpt / sft / rl steps run as accelerate jobs (hooks above stay in process)
+    launcher: Any = None
 
 
 def dataset_path(step: Step, out: Path) -> Path:

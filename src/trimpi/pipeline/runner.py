@@ -20,6 +20,7 @@ from typing import Any
 
 from trimpi.data.io import exclusive, write_json
 from trimpi.errors import ConfigError
+from trimpi.pipeline import launch
 from trimpi.pipeline import steps as st
 from trimpi.pipeline.execute import EXECUTORS, RESUMABLE, Context
 from trimpi.pipeline.plan import MATERIALIZED, TINY_PREFIX, Plan, make_plan
@@ -128,32 +129,38 @@ def run_step(step: st.Step, ctx: Context, echo: Callable[[str], None]) -> dict[s
          f"({', '.join(step.methods)})")
     step.dir(ctx.out).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = EXECUTORS[step.kind](step, ctx)
+    result = launch.run_launched(step, ctx) if launch.launched(step, ctx) else EXECUTORS[step.kind](step, ctx)
     return st.mark_done(step, ctx.out, result, time.perf_counter() - start)
 
 
 def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: list[str] | None = None,
                ctx: Context | None = None, echo: Callable[[str], None] = print,
-               store: str | Path | None = None, after: Callable[[Path], Any] | None = None) -> dict[str, Any]:
+               store: str | Path | None = None, after: Callable[[Path], Any] | None = None,
+               num_processes: int | None = None) -> dict[str, Any]:
     """Validate, then (unless dry_run) run every step not yet done, write run.json and call `after(out)`.
 
     With `only`, just those methods' steps run; run.json (and so the report) still covers every
     method of the recipe (those not run yet show no score). Steps live in `store` (default:
-    `out`). Returns run.json's content."""
+    `out`). When the recipe names an `accelerate:` config, training steps run as accelerate jobs
+    (`num_processes` overrides the config's); a dry run prints each step's launch command.
+    Returns run.json's content."""
     out = Path(out)
     store = Path(store or out)
     plan = validate(recipe, only)
     record = plan_record(plan, out, store)
     full = make_plan(recipe) if only else plan
+    ctx = ctx or Context(out=store)
+    ctx.out = store
+    ctx.launcher = launch.make_launcher(recipe.accelerate, num_processes)
     if dry_run:
-        for s in record["steps"]:
-            echo(f"{s['status']:<8} {s['id']:<20} {', '.join(s['methods'])}")
+        for s, step in zip(record["steps"], plan.steps, strict=True):
+            echo(f"{s['status']:<8} {s['id']:<20} {', '.join(s['methods'])}: {launch.describe(step, ctx)}")
         return record
+    if ctx.launcher is not None and any(launch.launched(s, ctx) and st.status(s, store) != "done" for s in plan.steps):
+        launch.check_launchable(ctx.launcher)
     with exclusive(out):  # a second process on the same run directory fails here, naming this one's pid
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / RUN_FILE, plan_record(full, out, store))
-        ctx = ctx or Context(out=store)
-        ctx.out = store
         for step in plan.steps:
             run_step(step, ctx, echo)
         record = plan_record(full, out, store)
