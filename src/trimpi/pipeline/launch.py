@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -39,6 +40,7 @@ LAUNCHED = ("cpt", "sft", "rl")  # step kinds that run as accelerate jobs
 LAUNCH_DIR = "launch"
 DISTRIBUTED_TYPES = ("NO", "MULTI_GPU", "MULTI_CPU", "DEEPSPEED", "FSDP", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU",
                      "MULTI_HPU", "XLA", "MEGATRON_LM")
+RANK_PREFIX = re.compile(r"^\[(?:default|rank)\d+\]:")  # torchrun's per-worker prefix
 STOP_GRACE_S = 15.0  # how long a stopped job may take to exit before it is killed harder
 
 
@@ -223,7 +225,8 @@ def stop_job(proc: subprocess.Popen) -> None:
 def last_error(output: str) -> str:
     """The line of a job's output that says what went wrong: trimpi's `error:` line, else the last
     exception line that is not the launcher's own report, else the last non-empty line."""
-    lines = [line.strip() for line in output.replace("\r", "\n").splitlines() if line.strip()]
+    lines = [RANK_PREFIX.sub("", line).strip() for line in output.replace("\r", "\n").splitlines()]
+    lines = [line for line in lines if line]
     for line in reversed(lines):
         if line.startswith("error:"):
             return line.removeprefix("error:").strip()
