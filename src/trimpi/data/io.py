@@ -22,7 +22,12 @@ def dumps(obj: Any) -> str:
 
 
 def umask() -> int:
-    """The process's umask (read without changing it for longer than the call)."""
+    """The process's umask: read from /proc on Linux (setting it to read it would race other threads'
+    file creation), else set and restored at once."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
