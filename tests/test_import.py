@@ -211,6 +211,9 @@ def test_trl_messages_prompt_completion_history_and_tool_calls(src):
          "completion": [{"role": "assistant", "tool_calls": [
              {"type": "function", "function": {"name": "open_return", "arguments": "{\"reason\": \"intact\"}"}}]}]},
         {"id": "m3", "prompt": "Plain question?", "completion": "reject", "images": ["img/white.png"]},
+        {"id": "c4", "query": "And this one?", "answer": "refund", "images": ["img/blue.png"], "history": [
+            {"role": "user", "content": [{"type": "image", "image": "img/red.png"}, {"type": "text", "text": "This?"}]},
+            {"role": "assistant", "content": "\\boxed{reject}"}]},
     ]
     (src / "ex.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
     out, _ = run_import(src, test_fraction=0.0)
@@ -230,6 +233,10 @@ def test_trl_messages_prompt_completion_history_and_tool_calls(src):
     m3 = recs["m3"]
     assert (m3.query, m3.answer, m3.response) == ("Plain question?", "reject", "\\boxed{reject}")
     assert [r.id for r in load_records(out / "train_cot.jsonl")] == ["m1"]
+    c4 = recs["c4"]  # a plain row with a history column: the history's image first
+    assert c4.query == "Interaction history so far:\nUser: [image 1]This?\nAssistant: \\boxed{reject}\n\nAnd this one?"
+    assert [sha256_file(out / p) for p in c4.images] == [sha256_file(src / "img/red.png"),
+                                                         sha256_file(src / "img/blue.png")]
 
 
 # --- bad input, as a new user would give it ----------------------------------------------------------------

@@ -304,7 +304,7 @@ def to_example(row: Row, mapping: dict[str, str]) -> Example:
             raise DataError(f"{row.where}: no '{col['query']}'/'{col['answer']}' columns and no 'messages' or "
                             f"'prompt'+'completion' (columns: {', '.join(sorted(v))[:120]}); map them with --column")
         query = _text(row, col["query"], get("query"), required=True)
-        images = queue
+        images: list[ImageRef] = []  # the history's images come first, as the conversation showed them
         history = _json_value(row, col["history"], get("history"))
         if not _empty(history):
             if not isinstance(history, list):
@@ -312,6 +312,7 @@ def to_example(row: Row, mapping: dict[str, str]) -> Example:
             turns = [_turn(row, col["history"], m, images, []) for m in history]
             turns = [t for t in turns if t["role"] != "system"]
             query = f"{history_text(turns)}\n\n{query}"
+        images += queue
         answer = get("answer")
         if _empty(answer):
             raise row.error(col["answer"], "missing or empty (every example needs its expected answer)")
