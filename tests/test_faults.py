@@ -488,3 +488,15 @@ def test_fault8_ordinary_modes_loosens_only_private_modes(tmp_path):
     got = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "sub").iterdir()}
     assert got == {"weights": "0o644", "script": "0o755", "group": "0o640"}
     assert oct((tmp_path / "sub").stat().st_mode & 0o777) == "0o755"
+
+
+def test_fault1_sigterm_unwinds_like_ctrl_c(tmp_path):
+    """`kill PID` (SIGTERM to the main process only): exit 143, staged output and workers gone, lock released."""
+    out = tmp_path / "data"
+    proc = trimpi("data", "clevr", "--out", str(out), "--train-per-policy", "3000", "--test", "20", *TINY_CLEVR)
+    wait_for(lambda: partials(tmp_path), proc=proc)
+    time.sleep(1.0)
+    proc.terminate()
+    code, err = finish(proc)
+    assert code == 143 and err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

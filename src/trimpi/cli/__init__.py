@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -34,6 +35,16 @@ app.command("repro")(repro_cli.repro)
 
 
 INTERRUPTED = 130  # exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it
+TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(SystemExit):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C (staged outputs removed, worker
+    pools stopped, locks released)."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated(TERMINATED)
 
 
 def library_progress_env(argv: list[str]) -> dict[str, str]:
@@ -49,6 +60,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(standalone_mode=False)
     except TrimpiError as e:
@@ -56,6 +68,8 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         code = INTERRUPTED
+    except Terminated:
+        code = TERMINATED
     except OSError as e:  # the environment refused (permissions, disk full): one line, not a traceback
         if e.filename is None:
             raise
@@ -73,6 +87,6 @@ def main() -> None:
             code = INTERRUPTED
         else:
             raise
-    if code == INTERRUPTED:
-        print("interrupted", file=sys.stderr)
+    if code in (INTERRUPTED, TERMINATED):
+        print("interrupted" if code == INTERRUPTED else "terminated", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
