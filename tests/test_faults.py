@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -500,3 +501,20 @@ def test_fault1_sigterm_unwinds_like_ctrl_c(tmp_path):
     code, err = finish(proc)
     assert code == 143 and err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value,shown", [(None, "null"), ("../../etc/passwd", '"../../etc/passwd"')])
+def test_fault6_clevr_scene_with_null_or_path_image_filename_is_one_line(tmp_path, small_clevr, value, shown):
+    from trimpi.data.clevr.build import ClevrConfig, build_clevr
+    from trimpi.errors import DataError
+
+    release = clevr_release(tmp_path / "CLEVR", small_clevr)
+    scenes_file = release / "scenes" / "CLEVR_val_scenes.json"
+    data = json.loads(scenes_file.read_text())
+    for scene in data["scenes"]:
+        scene["image_filename"] = value
+    scenes_file.write_text(json.dumps(data))
+    cfg = ClevrConfig(depths=[2], policies=2, train_per_policy=3, test=3, cot=1, general=1, clevr_dir=str(release))
+    with pytest.raises(DataError, match=rf"CLEVR_val_scenes\.json: scenes\[\d+\]: field 'image_filename' must be a "
+                                        rf"file name, got {re.escape(shown)}$"):
+        build_clevr(cfg, tmp_path / "out", progress=False)

@@ -7,6 +7,7 @@ Splits: `train` (training images) and `test` (unseen images for the test sets).
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from functools import partial
@@ -90,6 +91,9 @@ def check_clevr_scene(scene: dict, where: str) -> None:
     """A CLEVR scene graph must name an image and list objects with the four known attributes."""
     if not isinstance(scene, dict) or "image_filename" not in scene:
         raise DataError(f"{where}: missing field 'image_filename'")
+    name = scene["image_filename"]
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise DataError(f"{where}: field 'image_filename' must be a file name, got {json.dumps(name)[:60]}")
     objects = scene.get("objects")
     if not isinstance(objects, list) or not objects:
         raise DataError(f"{where}: field 'objects' must be a non-empty list")
