@@ -133,7 +133,7 @@ def chain_step(planner: Planner, link: str, model: Step, data: Step, method: str
                         [model, data], method)
 
 
-def plan_base(planner: Planner, data: Step, n_params: int, method: str) -> Step:
+def plan_base(planner: Planner, n_params: int, method: str) -> Step:
     """The policy-following base's steps (pipeline.base); returns its final model step."""
     recipe, seed = planner.recipe, planner.recipe.seed
     opts = BaseOptions(**recipe.base)
@@ -173,7 +173,7 @@ def make_plan(recipe: Recipe, only: list[str] | None = None) -> Plan:
     first = methods[0]
     data = planner.plan.data = planner.step("data", data_config(recipe.data, recipe.seed), [], first)
     if recipe.base is not None:
-        base = plan_base(planner, data, n_params, first)
+        base = plan_base(planner, n_params, first)
     else:
         cfg, needs_data = base_config(recipe)
         base = planner.step("base", cfg, [data] if needs_data else [], first)
