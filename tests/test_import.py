@@ -301,3 +301,12 @@ def test_cli_end_to_end(src):
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and "policies desk" in proc.stdout
     assert read_json(src / "cli" / "manifest.json")["answer_types"] == {"choice": 10}
+
+
+def test_an_image_cut_short_is_refused(src):
+    data = (src / "img/red.png").read_bytes()
+    (src / "img/cut.png").write_bytes(data[: len(data) // 2])
+    (src / "ex.jsonl").write_text(json.dumps({**rows(1)[0], "images": ["img/cut.png"]}) + "\n")
+    with pytest.raises(DataError, match=r"ex.jsonl:1: field 'images': cut.png is not a readable image \("):
+        run_import(src)
+    assert not (src / "out").exists()

@@ -1,8 +1,8 @@
 """Image and scene files of an import: verified, content-addressed, copied or linked into the dataset.
 
-Every image is decoded with PIL before it is accepted (a file that is not an image, or is cut
-short, is an error naming the row). Files are stored once under `images/<sha256[:16]>.<ext>`,
-whatever their source name, so two rows showing the same picture share one file.
+Every image is decoded with PIL (`trimpi.data.io.image_problem`) before it is accepted: a file that
+is not an image, or is cut short, is an error naming the row. Files are stored once under
+`images/<sha256[:16]>.<ext>`, whatever their source name, so two rows showing one picture share a file.
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from trimpi.data.imports.formats import ImageRef
+from trimpi.data.io import image_problem
 from trimpi.errors import DataError
 
 IMAGE_MODES = ("copy", "link")
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 
 
-def decode_format(data: bytes) -> str:
-    """The PIL format name of image bytes, after decoding every pixel; ValueError when they are not an image."""
+def image_format(data: bytes) -> str | None:
+    """PIL's name for the format of image bytes, read from the header only; None when PIL knows none."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return im.format or "PNG"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            return im.format
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
 
 
 class MediaStore:
@@ -54,21 +54,21 @@ class MediaStore:
         return path
 
     def _store(self, src: Path | None, data: bytes | None, where: str) -> str:
+        """Store one image under its content hash, then decode it (`io.image_problem`); return its path."""
         if data is None:
             data = src.read_bytes()
-        try:
-            fmt = decode_format(data)
-        except ValueError as e:
-            name = src.name if src is not None else "embedded image"
-            raise DataError(f"{where}: field 'images': {name} is not a readable image ({e})") from None
-        digest = hashlib.sha256(data).hexdigest()[:16]
-        rel = f"images/{digest}{_EXT.get(fmt, '.' + fmt.lower())}"
+        fmt = image_format(data)
+        rel = f"images/{hashlib.sha256(data).hexdigest()[:16]}{_EXT.get(fmt, '.' + (fmt or 'bin').lower())}"
         dest = self.root.parent / rel
         if not dest.exists():
             if self.mode == "link" and src is not None:
                 os.symlink(src, dest)
             else:
                 dest.write_bytes(data)
+        problem = image_problem(dest)
+        if problem:
+            name = src.name if src is not None else "embedded image"
+            raise DataError(f"{where}: field 'images': {name} is not a readable image ({problem})")
         return rel
 
     def add_all(self, items: Iterable[tuple[list[ImageRef], Path, str]]) -> list[list[str]]:
