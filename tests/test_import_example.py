@@ -11,6 +11,7 @@ import pytest
 from trimpi.data.answers import score_answer
 from trimpi.data.imports import ImportOptions, import_dataset
 from trimpi.data.schema import PolicyStore, load_records
+from trimpi.eval.judge import judge_messages
 from trimpi.train.examples import build_examples
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "returns_desk"
@@ -82,6 +83,8 @@ def test_generate_and_import(tmp_path):
     general = load_records(out / "general_test.jsonl")
     assert all(r.policy is None and r.answer_type == "exact" for r in general)
     assert build_examples(out, "cpt", "cot") and build_examples(out, "sft", "cot")
+    judge_text = judge_messages(store.get(test[0]), test[0], "\\boxed{reject}")[0]["content"][0]["text"]
+    assert "<image>" not in judge_text and judge_text.count("[image]") == 2  # a text-only judge gets no marker
 
 
 class DecisionTeacher:

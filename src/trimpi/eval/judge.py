@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from trimpi.data.schema import Policy, PolicyStore, Record
+from trimpi.data.schema import IMAGE_MARKER, Policy, PolicyStore, Record
 from trimpi.eval.client import ChatClient
 
 JUDGE_TEMPLATE = """You are grading whether an assistant's response refers to a policy correctly.
@@ -40,6 +40,7 @@ _NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)(?![\d.])")
 def judge_messages(policy: Policy, record: Record, response: str) -> list[dict[str, Any]]:
     """A one-turn, text-only conversation asking the judge for a 0–10 rating."""
     text = JUDGE_TEMPLATE.format(policy=policy.text, query=record.query, answer=record.answer, response=response)
+    text = text.replace(IMAGE_MARKER, "[image]")  # the judge sees no images: a bare marker would ask for one
     return [{"role": "user", "content": [{"type": "text", "text": text}]}]
 
 
