@@ -310,3 +310,8 @@ def test_an_image_cut_short_is_refused(src):
     with pytest.raises(DataError, match=r"ex.jsonl:1: field 'images': cut.png is not a readable image \("):
         run_import(src)
     assert not (src / "out").exists()
+
+
+def test_a_mistyped_option_is_a_usage_error_not_a_traceback(src, capsys):
+    code, err = cli(capsys, "data", "import", "--out", str(src / "out"), "--polcy", str(src / "policy.md"))
+    assert code == 2 and "No such option: --polcy" in err and "Traceback" not in err

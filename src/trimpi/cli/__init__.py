@@ -80,10 +80,10 @@ def main() -> None:
     except Exception as e:  # click usage errors
         import click
 
-        if isinstance(e, click.ClickException):
+        if isinstance(e, (click.ClickException, typer.TyperException)) and hasattr(e, "show"):  # typer vendors click
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, (click.exceptions.Abort, typer.Abort)):
             code = INTERRUPTED
         else:
             raise
