@@ -10,7 +10,7 @@ import torch
 from trimpi.data.io import ordinary_modes
 from trimpi.errors import ModelError
 
-PRESETS = ("micro", "smol")
+PRESETS = ("micro", "micro-scratch", "smol")
 
 
 def default_device() -> torch.device:

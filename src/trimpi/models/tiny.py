@@ -87,7 +87,7 @@ def build_qwen(family: str, tok, s: TinySize):
     return Model(config), processor
 
 
-def build_idefics3(tok, s: TinySize, vision_patch: int = 14):
+def build_idefics3(tok, s: TinySize, vision_patch: int = 14, scale_factor: int = 2):
     """Idefics3 (SmolVLM architecture): pixel shuffle ×2 → (112/14/2)² = 16 tokens per image."""
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
 
@@ -96,10 +96,10 @@ def build_idefics3(tok, s: TinySize, vision_patch: int = 14):
     vision = dict(hidden_size=s.vision_hidden, num_hidden_layers=s.vision_layers, num_attention_heads=s.vision_heads,
                   intermediate_size=2 * s.vision_hidden, image_size=s.image_size, patch_size=vision_patch)
     config = Idefics3Config(
-        text_config=_llama_text(tok, s), vision_config=vision, scale_factor=2,
+        text_config=_llama_text(tok, s), vision_config=vision, scale_factor=scale_factor,
         image_token_id=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False, pad_token_id=tok.pad_token_id,
     )
-    seq_len = (s.image_size // vision_patch // 2) ** 2
+    seq_len = (s.image_size // vision_patch // scale_factor) ** 2
     processor = Idefics3Processor(image_processor=improc, tokenizer=tok, image_seq_len=seq_len,
                                   chat_template=tok.chat_template)
     return Idefics3ForConditionalGeneration(config), processor

@@ -13,43 +13,25 @@ policy conditions ask.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import torch
 
-from trimpi.data.clevr.tree import ATTRIBUTE_VALUES, exists, walk
+from trimpi.data.clevr.existence import (  # noqa: F401 - existence_labels/targets re-exported
+    Label,
+    existence_labels,
+    existence_targets,
+    label_balanced_accuracies,
+    mean_defined,
+)
+from trimpi.data.clevr.tree import ATTRIBUTE_VALUES, walk
 from trimpi.errors import ModelError
-
-Label = tuple[tuple[str, str], ...]
-
-
-def existence_labels() -> list[Label]:
-    """Every single attribute value, then every pair of values of two different attribute types."""
-    values = ATTRIBUTE_VALUES
-    singles = [((a, v),) for a in values for v in values[a]]
-    pairs = [((a, v), (b, w)) for a, b in itertools.combinations(values, 2) for v in values[a] for w in values[b]]
-    return singles + pairs
-
-
-def existence_targets(objects: Sequence[dict], labels: Sequence[Label]) -> list[float]:
-    """1.0 for each label some object matches (all of its attribute values), else 0.0."""
-    return [float(exists(objects, dict(label))) for label in labels]
 
 
 def balanced_accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:
-    """Mean over labels of (true-positive rate + true-negative rate) / 2, for labels with both classes.
-
-    scores, targets: [n_images, n_labels]; a score > 0 predicts "present". Chance is 0.5 whatever
-    the label frequencies, unlike plain accuracy."""
-    pred, truth = scores > 0, targets > 0.5
-    pos, neg = truth.sum(0), (~truth).sum(0)
-    both = (pos > 0) & (neg > 0)
-    if not both.any():
-        return float("nan")
-    tpr = (pred & truth).sum(0)[both] / pos[both]
-    tnr = (~pred & ~truth).sum(0)[both] / neg[both]
-    return ((tpr + tnr) / 2).mean().item()
+    """Mean over labels of their balanced accuracy (labels with both classes only); scores,
+    targets: [n_images, n_labels], a score > 0 predicts "present"."""
+    return mean_defined(label_balanced_accuracies((scores > 0).tolist(), (targets > 0.5).tolist()))
 
 
 class _Unscored(Exception):

@@ -1,0 +1,124 @@
+"""The micro base's pretraining: corpus determinism and disjointness, exact resume, dtype choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trimpi.data.clevr.policy import policy_name
+from trimpi.data.io import write_json
+from trimpi.data.pretrain import split
+from trimpi.data.pretrain.corpus import Corpus, CorpusConfig, draw_policy
+from trimpi.errors import ConfigError
+from trimpi.train.pretrain import Architecture, PretrainOptions, cpu_has_fast_bf16, run_pretrain
+
+SMALL = ((48, 36),)
+TINY = Architecture(image_size=56, hidden=64, layers=1, heads=2, kv_heads=2, intermediate=96, vision_hidden=64,
+                    vision_layers=1, vision_heads=2, vocab=600)
+
+
+def _cfg(**kw) -> CorpusConfig:
+    return CorpusConfig(shard_size=3, sizes=SMALL, **kw)
+
+
+def test_corpus_is_a_function_of_seed_and_index(tmp_path):
+    a = Corpus(tmp_path / "a", _cfg()).items(1, 4)
+    b = Corpus(tmp_path / "b", _cfg()).items(1, 4)
+    strip = lambda rows, root: [str(r).replace(str(root), "") for r in rows]  # noqa: E731
+    assert strip(a, tmp_path / "a") == strip(b, tmp_path / "b")
+    for x, y in zip(a, b, strict=True):
+        assert open(x["image"], "rb").read() == open(y["image"], "rb").read()
+    other = Corpus(tmp_path / "c", _cfg(seed=1)).items(1, 4)
+    assert strip(other, tmp_path / "c") != strip(a, tmp_path / "a")
+
+
+def test_pretraining_names_never_equal_clevrpolicy_names(tmp_path):
+    rng = np.random.default_rng(0)
+    taken: set[str] = set()
+    eval_names = {policy_name(rng, d, taken) for d in (2, 4, 6) for _ in range(300)}
+    assert {split.name_syllables(n) for n in eval_names} == {3}
+    rows = Corpus(tmp_path / "p", _cfg(mix={"policy": 1.0, "override": 1.0})).items(0, 6)
+    names = {r["meta"]["name"] for r in rows}
+    assert names and {split.name_syllables(n) for n in names} <= set(split.SYLLABLES)
+    assert not names & eval_names
+    for r in rows:  # the name in the prompt is the pretraining one
+        assert r["meta"]["name"] in r["messages"][-2]["content"][-1]["text"]
+
+
+def test_excluded_scenes_and_trees_are_never_generated(tmp_path):
+    first = Corpus(tmp_path / "a", _cfg(mix={"exist": 1.0})).items(0, 2)
+    evaluation = tmp_path / "eval"
+    write_json(evaluation / "pool" / "scenes" / "x.json", {"objects": first[0]["objects"]})
+    tree = draw_policy(np.random.default_rng(5), 2, "T", split.Exclusions())
+    write_json(evaluation / "T-d2" / "policies" / "L2-Bakuta.json", tree)
+    excl = split.Exclusions.from_datasets([evaluation])
+    assert split.tree_key(tree) in excl.trees and tree["name"] in excl.names
+    again = Corpus(tmp_path / "b", _cfg(mix={"exist": 1.0}, exclude=(str(evaluation),))).items(0, 2)
+    assert split.scene_key(again[0]["objects"]) != split.scene_key(first[0]["objects"])
+    assert split.scene_key(again[1]["objects"]) == split.scene_key(first[1]["objects"])  # others unchanged
+    redrawn = draw_policy(np.random.default_rng(5), 2, "T", excl)
+    assert split.tree_key(redrawn) != split.tree_key(tree)
+
+
+def test_perception_answers_follow_the_scene_graph(tmp_path):
+    from trimpi.data.clevr.tree import exists
+
+    rows = Corpus(tmp_path / "e", _cfg(mix={"exist": 1.0, "object": 1.0})).items(0, 6)
+    for r in rows:
+        question = r["messages"][0]["content"][1]["text"]
+        answer = r["messages"][1]["content"][0]["text"]
+        if r["kind"] == "exist":
+            words = question.removeprefix("Is there ").rstrip("?").split()[1:]
+            from trimpi.data.clevr.tree import ATTRIBUTE_VALUES
+
+            conj = {a: w for w in words for a, vals in ATTRIBUTE_VALUES.items() if w in vals}
+            assert answer == ("Yes." if exists(r["objects"], conj) else "No.")
+        else:
+            assert answer.removeprefix("a ") in {f"{o['size']} {o['color']} {o['material']} {o['shape']}"
+                                                 for o in r["objects"]}
+
+
+def _opts(out, **kw) -> PretrainOptions:
+    base = dict(out=str(out), arch=TINY, steps=4, batch_size=2, shard_size=3, render_sizes=SMALL,
+                tokenizer_policies=1, warmup_steps=2, progress=False, data_workers=0, dtype="float32")
+    return PretrainOptions(**(base | kw))
+
+
+def _weights(out):
+    return torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+
+
+def test_killed_and_rerun_pretraining_reaches_the_same_weights(tmp_path):
+    straight = run_pretrain(_opts(tmp_path / "straight"))
+    assert straight["finished"] and not straight["resumed"]
+    first = run_pretrain(_opts(tmp_path / "chunked", stop_after=1))
+    assert first["step"] == 1 and not first["finished"]
+    second = run_pretrain(_opts(tmp_path / "chunked"))
+    assert second["resumed"] and second["finished"] and second["step"] == 4
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "chunked")
+    for part in ("model", "head"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), k
+    assert a["step"] == b["step"] == 4
+
+
+def test_resume_with_other_options_is_refused(tmp_path):
+    run_pretrain(_opts(tmp_path / "r", stop_after=1))
+    with pytest.raises(ConfigError, match="other options.*lr"):
+        run_pretrain(_opts(tmp_path / "r", lr=3e-4))
+
+
+def test_architecture_checks_head_dim_and_image_grid():
+    with pytest.raises(ConfigError, match="head_dim >= 32"):
+        Architecture(hidden=128, heads=8).check()
+    with pytest.raises(ConfigError, match="multiple of patch_size"):
+        Architecture(image_size=100).check()
+    assert Architecture().image_tokens == 64
+
+
+def test_bf16_only_on_cpus_with_amx_or_avx512_bf16():
+    assert cpu_has_fast_bf16("flags\t\t: fpu sse avx2 amx_bf16 amx_tile\n")
+    assert cpu_has_fast_bf16("flags\t\t: fpu avx512f avx512_bf16\n")
+    assert not cpu_has_fast_bf16("flags\t\t: fpu sse avx2 fma\n")
