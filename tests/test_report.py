@@ -141,3 +141,14 @@ def test_reference_lines_without_a_dataset_or_cases(tmp_path):
     write_run(out)
     assert reference_lines(load_run(out)) == {"in_context": 0.25}
     assert chance_accuracy(tmp_path) is None
+
+
+def test_fault3_rl_rows_logged_twice_count_once_in_the_curves(tmp_path):
+    out = tmp_path / "run"
+    write_run(out)
+    metrics = out / "steps" / "rl-d" / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    replayed = rows + [{**rows[1], "reward/plain": 0.9}]  # step 2 written again by a second process
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in replayed))
+    curve = reward_curves(load_run(out))["TriMPI-GRPO w/o VM-CPT"]["ordinary"]
+    assert [s for s, _ in curve] == [1, 2, 3] and curve[1] == (2, 0.9)

@@ -74,13 +74,15 @@ def efficiency_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def reward_curves(run: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """For each RL step (named by the methods using it): (step, value) series per curve name."""
+    """For each RL step (named by the methods using it): (step, value) series per curve name. A step
+    logged more than once (a run replayed over the same directory) counts once: its last row."""
     labels = {}
     for info in run["methods"].values():
         for sid in info["chain"]:
             labels.setdefault(sid, []).append(info["label"])
     curves = {}
-    for sid, rows in run["rl"].items():
+    for sid, logged in run["rl"].items():
+        rows = sorted({r["step"]: r for r in logged if "step" in r}.values(), key=lambda r: r["step"])
         name = " / ".join(labels.get(sid, [sid]))
         curves[name] = {label: [(r["step"], r[key]) for r in rows if key in r and r.get("num_samples", 1)]
                         for key, label in CURVES}
