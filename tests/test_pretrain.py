@@ -102,10 +102,31 @@ def test_killed_and_rerun_pretraining_reaches_the_same_weights(tmp_path):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), k
     assert a["step"] == b["step"] == 4
+    _check_export(tmp_path)
+
+
+def _check_export(tmp_path):
+    """The finished run exports as a verified base that loads in the compute dtype."""
+    from trimpi.models.shipped import load_base
+    from trimpi.train.pretrain import export_run
+
+    manifest = export_run(tmp_path / "straight", tmp_path / "base")
+    assert manifest["training"]["steps"] == 4 and manifest["architecture"]["image_size"] == TINY.image_size
+    model, processor = load_base(tmp_path / "base")
+    state = _weights(tmp_path / "straight")["model"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[name].to(torch.bfloat16).float()), name
+    assert processor.image_seq_len == TINY.image_tokens
 
 
 def test_resume_with_other_options_is_refused(tmp_path):
+    from trimpi.train.pretrain import export_run
+
+    with pytest.raises(ConfigError, match="no pretraining checkpoint"):
+        export_run(tmp_path / "r", tmp_path / "base")
     run_pretrain(_opts(tmp_path / "r", stop_after=1))
+    with pytest.raises(ConfigError, match="step 1 of 4"):
+        export_run(tmp_path / "r", tmp_path / "base")
     with pytest.raises(ConfigError, match="other options.*lr"):
         run_pretrain(_opts(tmp_path / "r", lr=3e-4))
 

@@ -11,6 +11,7 @@ import typer
 from trimpi.cli import data as data_cli
 from trimpi.cli import demo as demo_cli
 from trimpi.cli import eval as eval_cli
+from trimpi.cli import pretrain as pretrain_cli
 from trimpi.cli import repro as repro_cli
 from trimpi.cli import run as run_cli
 from trimpi.cli import train as train_cli
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data")
 app.add_typer(train_cli.app, name="train")
+app.add_typer(pretrain_cli.app, name="pretrain")
 app.command("eval")(eval_cli.evaluate)
 app.command("run")(run_cli.run)
 app.command("step", hidden=True)(run_cli.step)

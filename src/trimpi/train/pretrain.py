@@ -313,3 +313,47 @@ def run_pretrain(opts: PretrainOptions) -> dict:
 def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def options_from_run(run: str | Path) -> PretrainOptions:
+    """The options a run directory's checkpoint was made with."""
+    path = Path(run) / CHECKPOINT / "progress.json"
+    if not path.is_file():
+        raise ConfigError(f"{run}: no pretraining checkpoint (run `trimpi pretrain micro-base --out {run}` first)")
+    saved = read_json(path)["options"]
+    saved["arch"] = Architecture(**saved["arch"])
+    saved["exclude"] = tuple(saved["exclude"])
+    saved["render_sizes"] = tuple(tuple(s) for s in saved["render_sizes"])
+    return PretrainOptions(**saved)
+
+
+def export_run(run: str | Path, target: str | Path, measured: dict | None = None, allow_unfinished: bool = False):
+    """Export a run's checkpoint as the shipped base into `target` (bf16 safetensors, processor, card)."""
+    from trimpi.models.shipped import export_base
+
+    opts = options_from_run(run)
+    state = torch.load(Path(run) / CHECKPOINT / STATE, map_location="cpu", weights_only=False)
+    if state["step"] < opts.steps and not allow_unfinished:
+        raise ConfigError(f"{run}: the run is at step {state['step']} of {opts.steps}; finish it or pass "
+                          "--allow-unfinished")
+    from transformers import AutoProcessor
+
+    model, _ = build_model(opts)
+    model.load_state_dict(state["model"])
+    processor = AutoProcessor.from_pretrained(str(Path(run) / CHECKPOINT), local_files_only=True)
+    facts = {
+        "name": "trimpi micro base",
+        "summary": "An Idefics3 VLM pretrained from scratch by trimpi on generated CLEVR perception items and "
+                   "random in-context ClevrPolicy policies (never the evaluation policies or images).",
+        "architecture": dataclasses.asdict(opts.arch) | {"family": "idefics3",
+                                                         "parameters": sum(p.numel() for p in model.parameters())},
+        "training": {"steps": state["step"], "batch_size": opts.batch_size, "lr": opts.lr, "seed": opts.seed,
+                     "compute_dtype": state["dtype"], "train_hours": round(state["seconds"] / 3600, 3),
+                     "corpus": "trimpi.data.pretrain (seed stream 91750321, names of 4-5 syllables)",
+                     "exclude": ", ".join(opts.exclude) or "none"},
+        "machine": machine(),
+        "command": f"trimpi pretrain micro-base --out {run} --seed {opts.seed} --steps {opts.steps}  "
+                   f"(then: trimpi pretrain export --run {run} --to src/trimpi/models/base)",
+        "measured": measured or "not yet measured (see benchmarks/RESULTS.md)",
+    }
+    return export_base(model, processor, target, facts)
