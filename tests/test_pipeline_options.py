@@ -99,3 +99,13 @@ def test_other_models_are_sized_from_their_config_without_weights(tmp_path):
     assert options.model_parameters(str(tmp_path)) == sum(p.numel() for p in model.parameters())
     with pytest.raises(options.ConfigError, match="model: .*cannot read its config"):
         options.model_parameters(str(tmp_path / "missing"))
+
+
+@pytest.mark.slow
+def test_smol_size_gives_the_builders_defaults():
+    from trimpi.models.presets import build_smol
+
+    actual = sum(p.numel() for p in build_smol()[0].parameters())
+    assumed = options.model_parameters("smol")
+    assert options.stage_options("s", {}, "sft", "cot", actual) == options.stage_options("s", {}, "sft", "cot", assumed)
+    assert options.rl_options("s", {}, "grpo", True, actual) == options.rl_options("s", {}, "grpo", True, assumed)

@@ -25,7 +25,7 @@ from trimpi.errors import ConfigError
 
 TINY_PREFIX = "tiny:"
 MATERIALIZED = ("micro", "smol")  # presets saved once as a checkpoint (their tokenizer depends on the data)
-BUILT_PARAMETERS = {"micro": 4_100_000, "smol": 135_000_000, TINY_PREFIX: 400_000}
+BUILT_PARAMETERS = {"micro": 4_100_000, "smol": 137_000_000, TINY_PREFIX: 400_000}
 RL_SMALL_MODEL_PARAMS = 100_000_000  # as `trimpi train rl`: below this the default learning rate is 1e-4
 NOT_OPTIONS = {"data", "model", "out", "overwrite", "progress"}
 
