@@ -145,6 +145,7 @@ def run_launched(step: Step, ctx: Context, write: Callable[[str], None] | None =
     write_json(step_file(step, ctx.out), {"id": step.id, "store": str(Path(ctx.out).resolve()),
                                           "step": step_record(step)})
     cmd = launch_command(ctx.launcher, step, ctx.out, ctx.progress)
+    release_gpu_memory()
     code, tail = run_job(cmd, launch / "log.txt", write or _to_stderr)
     if code != 0:
         raise TrimpiError(f"{step.id}: training job failed (exit {code}): {last_error(tail)} "
@@ -152,6 +153,17 @@ def run_launched(step: Step, ctx: Context, write: Callable[[str], None] | None =
     if not (launch / "result.json").is_file():
         raise TrimpiError(f"{step.id}: training job exited without a result (full log: {launch / 'log.txt'})")
     return read_json(launch / "result.json")
+
+
+def release_gpu_memory() -> None:
+    """Give back the GPU memory this process cached for its in-process steps (an evaluation before the job):
+    the job's rank 0 shares the first GPU with this process."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _to_stderr(text: str) -> None:

@@ -132,10 +132,25 @@ def training_arguments(opts: StageOptions, checkpoints: Path):
 
 
 def last_checkpoint(checkpoints: Path) -> str | None:
-    """The newest Trainer checkpoint directory to resume from, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete Trainer checkpoint directory to resume from, if any.
 
-    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    The Trainer writes a checkpoint in place and its trainer_state.json last: a run killed while
+    saving leaves a newer directory without a readable one, and the older checkpoint (rotated out
+    only after the new one is saved) is where to resume."""
+    import json
+
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    def complete(d: Path) -> bool:
+        try:
+            return isinstance(json.loads((d / TRAINER_STATE_NAME).read_text()), dict)
+        except (OSError, ValueError):
+            return False
+
+    found = [d for d in checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if d.name.rsplit("-", 1)[1].isdigit()]
+    found = [d for d in found if d.is_dir() and complete(d)]
+    return str(max(found, key=lambda d: int(d.name.rsplit("-", 1)[1]))) if found else None
 
 
 def stage_trainer_class():
