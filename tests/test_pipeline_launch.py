@@ -127,6 +127,15 @@ def test_a_failing_job_is_one_line_with_its_exit_status(tmp_path):
     assert "no_such_option" in (step.dir(tmp_path) / "launch" / "log.txt").read_text() and "".join(output)
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie that init has not reaped yet is not)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\nState:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
+
+
 def test_stopping_a_job_ends_its_whole_process_group(tmp_path):
     """An interrupt while a job runs (Ctrl-C in the parent) stops the job and the processes it started."""
     pids = tmp_path / "pids"
@@ -141,14 +150,25 @@ def test_stopping_a_job_ends_its_whole_process_group(tmp_path):
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run_job([sys.executable, "-c", script], tmp_path / "log.txt", interrupt)
-    grandchild = int(pids.read_text())
     time.sleep(0.2)
-    with pytest.raises(ProcessLookupError):
-        os.kill(grandchild, 0)
+    assert not running(int(pids.read_text()))
     assert time.monotonic() - start < 60
     code, tail = run_job([sys.executable, "-c", "import sys; print('x'); sys.exit(3)"], tmp_path / "log.txt",
                          lambda s: None)
     assert (code, tail.strip()) == (3, "x")
+
+    # SIGTERM on a parent without its own handler (library use) stops the job too, instead of orphaning it
+    parent = (f"from pathlib import Path; from trimpi.pipeline.launch import run_job; "
+              f"run_job([{sys.executable!r}, '-c', {script!r}], Path({str(tmp_path / 'log2.txt')!r}), lambda s: None)")
+    pids.unlink()
+    proc = subprocess.Popen([sys.executable, "-c", parent], env=env(), stderr=subprocess.PIPE, text=True)
+    while not pids.is_file() or not pids.read_text():
+        assert proc.poll() is None and time.monotonic() - start < 120
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    time.sleep(0.2)
+    assert not running(int(pids.read_text()))
 
 
 def test_tiny_recipe_under_two_cpu_processes_end_to_end(tmp_path):

@@ -183,34 +183,39 @@ def run_job(cmd: list[str], log: Path, write: Callable[[str], None]) -> tuple[in
     """Run `cmd` in its own process group, copying its output to `write` and `log`; returns (exit status,
     the output's last 64 KiB). Any exception here (KeyboardInterrupt included) stops the job first."""
     tail = b""
-    with open(log, "ab") as f:
-        f.write(f"$ {shlex.join(cmd)}\n".encode())
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(),
-                                start_new_session=True)
-        previous = _raise_on_sigterm()
-        try:
-            while chunk := os.read(proc.stdout.fileno(), 65536):
-                f.write(chunk)
-                f.flush()
-                tail = (tail + chunk)[-65536:]
-                write(chunk.decode(errors="replace"))
-            code = proc.wait()
-        except BaseException:
-            stop_job(proc)
-            raise
-        finally:
-            proc.stdout.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+    previous = _raise_on_sigterm()
+    try:
+        with open(log, "ab") as f:
+            f.write(f"$ {shlex.join(cmd)}\n".encode())
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(),
+                                    start_new_session=True)
+            try:
+                while chunk := os.read(proc.stdout.fileno(), 65536):
+                    f.write(chunk)
+                    f.flush()
+                    tail = (tail + chunk)[-65536:]
+                    write(chunk.decode(errors="replace"))
+                code = proc.wait()
+            except BaseException:
+                stop_job(proc)
+                raise
+            finally:
+                proc.stdout.close()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code, tail.decode(errors="replace")
 
 
 def _raise_on_sigterm():
-    """While a job runs, SIGTERM on the parent stops the job (as Ctrl-C does) instead of orphaning it."""
+    """While a job runs, SIGTERM on the parent stops the job (as Ctrl-C does) instead of orphaning it. A
+    handler already installed (the CLI's, which unwinds with exit status 143) is kept: it raises too."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: signals cannot be handled here
         return None
