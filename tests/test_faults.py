@@ -518,3 +518,19 @@ def test_fault6_clevr_scene_with_null_or_path_image_filename_is_one_line(tmp_pat
     with pytest.raises(DataError, match=rf"CLEVR_val_scenes\.json: scenes\[\d+\]: field 'image_filename' must be a "
                                         rf"file name, got {re.escape(shown)}$"):
         build_clevr(cfg, tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("path", ["../outside.jpg", "/etc/hostname"])
+def test_fault6_gta_file_path_outside_the_release_is_refused(tmp_path, path):
+    from test_gta_loader import _item
+    from trimpi.data.gta.build import build_gta
+    from trimpi.errors import DataError
+
+    item = _item()
+    item["files"][0]["path"] = path
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "outside.jpg")  # decodes: only the path itself is wrong
+    release = gta_release(tmp_path / "gta", {"0": item, "1": _item()})
+    with pytest.raises(DataError, match=r"field files\[0\]\.path: .* must be relative to the release, without '\.\.'"):
+        build_gta(out=tmp_path / "out", gta_dir=release)

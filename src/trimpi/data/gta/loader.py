@@ -113,6 +113,8 @@ def parse_item(qid: str, raw: Any, image_root: Path, where: str) -> Item:
     for j, f in enumerate(raw["files"]):
         if not isinstance(f, dict) or not isinstance(f.get("path"), str):
             raise DataError(f"{at} field files[{j}].path: missing")
+        if Path(f["path"]).is_absolute() or ".." in Path(f["path"]).parts:
+            raise DataError(f"{at} field files[{j}].path: {f['path']!r} must be relative to the release, without '..'")
         if f.get("type", "image") == "image":
             if not (image_root / f["path"]).is_file():
                 raise DataError(f"{at} field files[{j}].path: image {f['path']} not found under {image_root}")
