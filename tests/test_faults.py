@@ -534,3 +534,8 @@ def test_fault6_gta_file_path_outside_the_release_is_refused(tmp_path, path):
     release = gta_release(tmp_path / "gta", {"0": item, "1": _item()})
     with pytest.raises(DataError, match=r"field files\[0\]\.path: .* must be relative to the release, without '\.\.'"):
         build_gta(out=tmp_path / "out", gta_dir=release)
+
+
+def test_fault8_preview_count_error_names_the_flag(small_clevr, tmp_path):
+    code, err = finish(trimpi("data", "preview", str(small_clevr), "--n", "0", "--out", str(tmp_path / "p.png")))
+    assert code == 2 and err.strip().splitlines() == ["error: --n: must be at least 1, got 0"]

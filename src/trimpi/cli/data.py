@@ -112,6 +112,8 @@ def preview(
     """Write a contact sheet of examples with their policy names and answers."""
     from trimpi.data.preview import write_preview
 
+    if n < 1:
+        raise ConfigError(f"--n: must be at least 1, got {n}")
     path = write_preview(data, out, split=split, n=n, seed=seed)
     typer.echo(f"wrote {path}")
 
