@@ -140,9 +140,9 @@ def test_fault4_null_user_content_is_a_one_line_error(tmp_path):
     release = gta_release(tmp_path / "gta", {"7": item, "8": _item()})
     proc = trimpi("data", "gta", "--out", str(tmp_path / "out"), "--gta-dir", str(release))
     code, err = finish(proc)
-    assert code == 2 and err.strip().splitlines() == [
-        f"error: {release / 'dataset.json'}: item '7' field dialogs[0].content: expected the user's query as text, "
-        "got null"]
+    expected = (f"error: {release / 'dataset.json'}: item '7' field dialogs[0].content: expected the user's query "
+                "as text, got null")
+    assert code == 2 and err.strip().splitlines() == [expected]
 
 
 def write_split(dataset: Path, name: str, rows: list[dict]) -> None:

@@ -232,7 +232,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
-        values = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        values = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except DuplicateKeyError as e:
         raise ConfigError(f"{path}:{e.line}: {e.key}: key given twice (the first value would be lost)") from None
     except yaml.YAMLError as e:
