@@ -17,8 +17,8 @@ from trimpi.data.answers import (
 from trimpi.data.gta.scorers import lexical_scorer
 from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import ConfigError, DataError, TrimpiError
-from trimpi.eval.judge import AnswerJudge
 from trimpi.eval.scoring import score_example
+from trimpi.generation.judge import AnswerJudge
 from trimpi.train.rl.rewards import RewardSpec, accuracy_reward, format_reward
 
 LEX = lexical_scorer()

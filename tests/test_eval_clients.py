@@ -15,8 +15,8 @@ from trimpi.data.gta.scorers import lexical_scorer
 from trimpi.data.schema import Record
 from trimpi.errors import ModelError
 from trimpi.eval import LocalClient, OpenAIClient, make_client
-from trimpi.eval.judge import parse_score
 from trimpi.eval.scoring import score_example
+from trimpi.generation.judge import parse_score
 
 
 class FakeResponse(io.BytesIO):
@@ -135,7 +135,8 @@ def test_inputs_follow_the_model_dtype(tmp_path):
 def test_checkpoint_repetition_penalty_is_reset():
     from types import SimpleNamespace
 
-    from trimpi.eval.generate import greedy_params, neutralize_generation_config
+    from trimpi.eval.generate import neutralize_generation_config
+    from trimpi.generation.greedy import greedy_params
 
     model = SimpleNamespace(generation_config=SimpleNamespace(repetition_penalty=1.05, no_repeat_ngram_size=0))
     assert neutralize_generation_config(model) == {"repetition_penalty": 1.05}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_eval_fixtures import ScriptedEngine, read_rows
 
+from test_eval_fixtures import ScriptedEngine, read_rows
 from trimpi.data.schema import load_records
 from trimpi.errors import ConfigError
 from trimpi.eval import EvalOptions, LocalClient, Subject, evaluate_model
-from trimpi.eval.judge import parse_score
+from trimpi.generation.judge import parse_score
 
 
 @pytest.fixture(scope="module")

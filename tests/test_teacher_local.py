@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from test_eval_fixtures import tiny_for
 from typer.testing import CliRunner
 
+from test_eval_fixtures import tiny_for
 from trimpi.cli.cot import cot
 from trimpi.data.io import read_json
 from trimpi.data.schema import load_records
 from trimpi.data.teacher import TeacherOptions, generate_traces, progress_path
-from trimpi.eval.client import LocalClient
+from trimpi.generation.client import LocalClient
 
 
 def check_counts(summary: dict, out: Path, n: int, k: int) -> None:

@@ -37,7 +37,7 @@ def cot(
 ) -> None:
     """Write reasoning traces by a teacher with the policy in context; keep only accepted ones."""
     from trimpi.data.teacher import TeacherOptions, default_out, generate_traces, split_path, summary_line, summary_path
-    from trimpi.eval.client import is_url, make_client
+    from trimpi.generation.client import is_url, make_client
 
     opts = TeacherOptions(
         mode=mode, split=split, limit=limit, samples_per_example=samples_per_example, batch_size=batch_size,

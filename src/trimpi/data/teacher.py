@@ -266,7 +266,7 @@ def summarize(rows: list[dict[str, Any]], teacher: str, opts: TeacherOptions, ou
 
 def generate_traces(client, data: str | Path, out: str | Path | None = None,
                     opts: TeacherOptions | None = None) -> dict[str, Any]:
-    """Ask `client` (a `trimpi.eval.client.ChatClient`) for a trace per record; write OUT and its summary.
+    """Ask `client` (a `trimpi.generation.client.ChatClient`) for a trace per record; write OUT and its summary.
 
     Returns the summary dict (also written to <OUT stem>.summary.json).
     """

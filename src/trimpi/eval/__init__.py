@@ -6,18 +6,19 @@ forgetting and efficiency, with per-example predictions saved next to the scores
     from trimpi.eval import EvalOptions, Subject, evaluate_model, run_eval
     run_eval("runs/trimpi/final", "data/clevr/T-d2", "runs/eval", EvalOptions(protocols=["accuracy"]))
 
-Modules: protocols (what each protocol reads), generate (batched greedy generation on the
-RL engines), scoring (per-example scores by answer type through `trimpi.data.answers`, the
+Modules: protocols (what each protocol reads), generate (engines and prompts for greedy
+generation), scoring (per-example scores by answer type through `trimpi.data.answers`, the
 RL reward's own scorer; summaries), referral (exact ClevrPolicy referral vs the tree path),
-client (OpenAI-compatible endpoint or local model, shared by the LLM judge and teachers), judge
-(0–10 referral ratings; the judge of free-form answers), efficiency (prompt
-tokens and prefill time), forgetting (before vs after), files (predictions and scores.json),
-runner (orchestration).
+judge (0–10 referral ratings), efficiency (prompt tokens and prefill time), forgetting (before
+vs after), files (predictions and scores.json), runner (orchestration). The chat clients
+(OpenAI-compatible endpoint or local model) and the judge of free-form answers live in
+`trimpi.generation.client` / `trimpi.generation.judge`, shared with RL rewards and teachers;
+the clients are re-exported here.
 """
 
-from trimpi.eval.client import ChatClient, LocalClient, OpenAIClient, make_client
 from trimpi.eval.protocols import PROTOCOLS, parse_protocols
 from trimpi.eval.runner import EvalOptions, Subject, add_forgetting_baseline, evaluate_model, run_eval
+from trimpi.generation.client import ChatClient, LocalClient, OpenAIClient, make_client
 
 __all__ = [
     "PROTOCOLS",

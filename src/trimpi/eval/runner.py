@@ -25,14 +25,16 @@ from trimpi.data.schema import POLICY_PLACEMENTS, PolicyStore, Record, load_reco
 from trimpi.errors import ConfigError, DataError
 from trimpi.eval import efficiency as eff
 from trimpi.eval import files
-from trimpi.eval.client import ChatClient
 from trimpi.eval.forgetting import baseline_from_file, compare
-from trimpi.eval.generate import build_prompts, generate_texts, make_engine, neutralize_generation_config
-from trimpi.eval.judge import AnswerJudge, judge_rows, summarize_judge
+from trimpi.eval.generate import build_prompts, make_engine, neutralize_generation_config
+from trimpi.eval.judge import judge_rows, summarize_judge
 from trimpi.eval.protocols import PROTOCOLS, check_files, inapplicable, resolve_datasets
 from trimpi.eval.referral import score_referral, summarize_referral
 from trimpi.eval.scoring import score_example, summarize
+from trimpi.generation.client import ChatClient
 from trimpi.generation.engine import Completion, GenerationEngine
+from trimpi.generation.greedy import generate_texts
+from trimpi.generation.judge import AnswerJudge
 from trimpi.generation.prompts import PromptBuilder
 
 
@@ -298,7 +300,7 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
     """Load the model (and judge / baseline), run `evaluate_model`, then the forgetting baseline if asked.
 
     Everything that can be checked without a model (protocols, files, options) is checked first."""
-    from trimpi.eval.client import make_client
+    from trimpi.generation.client import make_client
     from trimpi.models.loading import load_model
 
     datasets = resolve_datasets(data)

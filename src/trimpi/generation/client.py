@@ -111,11 +111,11 @@ class LocalClient:
     """A local (model, processor) pair answering through the batched generation engine."""
 
     def __init__(self, model, processor, name: str = "local", batch_size: int = 4, progress: bool = False):
-        from trimpi.eval.generate import make_engine
+        from trimpi.generation.engine import HFGenerateEngine
 
         self.model, self.processor, self.name = model, processor, name
         self.batch_size, self.progress = batch_size, progress
-        self.engine = make_engine(model, processor, batch_size)
+        self.engine = HFGenerateEngine(model, processor, batch_size=batch_size)
 
     def prompts(self, conversations: list[Messages]):
         from trimpi.generation.prompts import Prompt
@@ -127,8 +127,8 @@ class LocalClient:
         ]
 
     def complete(self, conversations: list[Messages], max_tokens: int = 512, temperature: float = 0.0) -> list[str]:
-        from trimpi.eval.generate import generate_texts
         from trimpi.generation.engine import SamplingParams
+        from trimpi.generation.greedy import generate_texts
 
         prompts = self.prompts(conversations)
         if temperature <= 0:
