@@ -46,6 +46,10 @@ def rl(
     reward_weights: Annotated[str | None, typer.Option(help="Weights, e.g. accuracy=0.9,format=0.1.")] = None,
     scorer: Annotated[str, typer.Option(help="GTA text scorer of the accuracy reward: default, bertscore or "
                                              "lexical (the same default as `trimpi eval`).")] = "default",
+    judge: Annotated[str | None, typer.Option(help="LLM judge of records with answer type 'judge' (as `trimpi "
+                                                   "eval --judge`): an OpenAI-compatible URL or a local model.")]
+    = None,
+    judge_model: Annotated[str | None, typer.Option(help="Model name served at the --judge URL.")] = None,
     split: Annotated[str, typer.Option(help="JSONL file of --data to train on.")] = "train",
     save_steps: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: final model only).")] = 0,
     save_total_limit: Annotated[int, typer.Option(help="Checkpoints to keep.")] = 2,
@@ -61,10 +65,13 @@ def rl(
                                                                            "accuracy, ETA).")] = True,
 ) -> None:
     """RL with GRPO or DAPO, optionally with PolicyRollout; writes a from_pretrained-loadable model."""
+    import dataclasses
+
     from trimpi.data.answers import Scoring, needs_judge
-    from trimpi.data.gta.scorers import get_scorer
-    from trimpi.data.schema import load_records
+    from trimpi.data.schema import PolicyStore, load_records
     from trimpi.errors import ConfigError, DataError
+    from trimpi.generation.client import make_client
+    from trimpi.generation.judge import AnswerJudge
     from trimpi.models.loading import load_model
     from trimpi.train.rl.config import RLConfig
     from trimpi.train.rl.rewards import RewardSpec
@@ -76,27 +83,35 @@ def rl(
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected a dataset directory with {split}.jsonl)")
     records = load_records(path)
-    if needs_judge(records):
-        raise ConfigError(f"{path}: records with answer type 'judge' need a judge, which RL cannot wire yet")
-    rewards = RewardSpec.parse(reward, reward_weights, Scoring(get_scorer(scorer)))
+    if needs_judge(records) and judge is None:
+        raise ConfigError(f"{path}: records with answer type 'judge' need --judge (an OpenAI-compatible URL or a "
+                          "local model)")
+    cfg = RLConfig(  # every option checked before anything loads; the learning rate may follow the model size
+        algo=algo, policy_rollout=policy_rollout, num_generations=num_generations, prompts_per_step=prompts_per_step,
+        epochs=epochs, max_steps=max_steps, learning_rate=1e-6 if lr is None else lr, beta=beta, epsilon=epsilon,
+        epsilon_high=epsilon_high, dynamic_sampling=dynamic_sampling,
+        dynamic_sampling_max_tries=dynamic_sampling_max_tries,
+        loss_type=loss_type, scale_rewards=scale_rewards, mask_truncated_completions=mask_truncated_completions,
+        max_completion_length=max_completion_length, temperature=temperature, num_iterations=num_iterations,
+        per_device_train_batch_size=per_device_train_batch_size, generation_batch_size=generation_batch_size,
+        policy_placement=policy_placement, save_steps=save_steps, save_total_limit=save_total_limit, seed=seed,
+        scorer=scorer,
+    ).resolved()
+    scoring = Scoring(cfg.scorer)
+    rewards = RewardSpec.parse(reward, reward_weights, scoring)  # names and weights checked before anything loads
     accelerator = make_accelerator(report_to)
+    if judge:
+        client = make_client(judge, judge_model, dtype=dtype, device=accelerator.device)
+        scoring.judge = AnswerJudge(client, PolicyStore(data))
     net, processor = load_model(model, dtype=dtype, device=accelerator.device, data=data, seed=seed)
     if lora_r > 0:
         from trimpi.models.lora import apply_lora
 
         net = apply_lora(net, lora_r, lora_alpha, dropout=0.0)  # dropout would make the ratio noisy
-    if lr is None:
-        lr = 1e-4 if sum(p.numel() for p in net.parameters()) < SMALL_MODEL_PARAMS else 1e-6
-    cfg = RLConfig(
-        algo=algo, policy_rollout=policy_rollout, num_generations=num_generations, prompts_per_step=prompts_per_step,
-        epochs=epochs, max_steps=max_steps, learning_rate=lr, beta=beta, epsilon=epsilon, epsilon_high=epsilon_high,
-        dynamic_sampling=dynamic_sampling, dynamic_sampling_max_tries=dynamic_sampling_max_tries,
-        loss_type=loss_type, scale_rewards=scale_rewards, mask_truncated_completions=mask_truncated_completions,
-        max_completion_length=max_completion_length, temperature=temperature, num_iterations=num_iterations,
-        per_device_train_batch_size=per_device_train_batch_size, generation_batch_size=generation_batch_size,
-        policy_placement=policy_placement, save_steps=save_steps, save_total_limit=save_total_limit, seed=seed,
-        reward_weights=rewards.weights,
-    ).resolved()
+    if lr is None and sum(p.numel() for p in net.parameters()) < SMALL_MODEL_PARAMS:
+        lr = 1e-4
+    cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate if lr is None else lr,
+                              reward_weights=rewards.weights)
     row = train_rl(cfg, net, processor, records, data, out, rewards=rewards, accelerator=accelerator,
                    resume_from_checkpoint=resume_from_checkpoint, start_checkpoint=str(model), report_to=report_to,
                    overwrite=overwrite, progress=progress)

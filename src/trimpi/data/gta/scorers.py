@@ -185,8 +185,11 @@ def default_scorer() -> TextScorer:
     return bertscore_scorer() if minilm_available() else lexical_scorer()
 
 
+SCORER_NAMES = ("default", "bertscore", "lexical")  # the names options accept (`get_scorer`)
+
+
 def get_scorer(name: str) -> TextScorer:
-    """A scorer by name: "bertscore", "lexical" or "default"."""
+    """A scorer by name: "bertscore", "lexical" or "default" (`SCORER_NAMES`)."""
     if name in ("bertscore", BertScoreScorer.name):
         return bertscore_scorer()
     if name in ("lexical", LexicalScorer.name):

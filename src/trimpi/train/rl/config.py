@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from trimpi.data.gta.scorers import SCORER_NAMES
 from trimpi.errors import ConfigError
 from trimpi.train.rl.core_algos import LOSS_TYPES, SCALE_REWARDS
 
@@ -51,6 +52,9 @@ class RLConfig:
     save_total_limit: int = 2
     logging_steps: int = 1
     seed: int = 0
+    # Text scorer of the accuracy reward on GTA tool calls' free-text arguments, as `trimpi eval --scorer`:
+    # "default" (MiniLM BERTScore when installed, else lexical F1), "bertscore" or "lexical".
+    scorer: str = "default"
     reward_weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 0.9, "format": 0.1})
 
     def resolved(self) -> RLConfig:
@@ -81,6 +85,7 @@ class RLConfig:
             (self.num_iterations >= 1, "--num-iterations must be >= 1"),
             (self.per_device_train_batch_size >= 1, "--per-device-train-batch-size must be >= 1"),
             (self.policy_placement in ("system", "user"), "--policy-placement must be system or user"),
+            (self.scorer in SCORER_NAMES, f"--scorer must be one of {', '.join(SCORER_NAMES)}, got {self.scorer!r}"),
             (self.max_steps > 0 or self.epochs > 0, "set --max-steps or --epochs > 0"),
         ]
         for ok, msg in checks:

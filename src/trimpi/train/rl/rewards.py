@@ -55,6 +55,11 @@ def format_reward(completions: list[str], records: list[Record]) -> list[float]:
 BUILTIN_REWARDS: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward}
 
 
+def builtin_rewards(scoring: Scoring) -> dict[str, RewardFn]:
+    """The built-in rewards with accuracy scored under `scoring` (text scorer, judge)."""
+    return {**BUILTIN_REWARDS, "accuracy": accuracy_reward_with(scoring)}
+
+
 def load_reward(spec: str, scoring: Scoring | None = None) -> RewardFn:
     """A built-in name ("accuracy", "format") or an importable "package.module:function"."""
     if spec == "accuracy" and scoring is not None:

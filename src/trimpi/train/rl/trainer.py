@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trimpi.data.answers import Judge, Scoring
 from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import ConfigError
 from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, SamplingParams
@@ -32,7 +33,7 @@ from trimpi.models.processing import tokenizer_of
 from trimpi.train.rl import checkpoint as ckpt
 from trimpi.train.rl.config import RLConfig
 from trimpi.train.rl.metrics import MetricSums, StepLogger, add_sample_metrics, step_row
-from trimpi.train.rl.rewards import RewardSpec
+from trimpi.train.rl.rewards import RewardSpec, builtin_rewards
 from trimpi.train.rl.rollout import ShardStream, collect, make_batch, sample_groups
 from trimpi.train.rl.update import fill_logps, normalizer, optimizer_step, policy_update
 from trimpi.train.stage import mark_finished, prepare_stage_dir
@@ -82,6 +83,11 @@ def reference_model(cfg: RLConfig, model, ref_model=None):
     return ref_model
 
 
+def config_rewards(cfg: RLConfig, judge: Judge | None = None) -> RewardSpec:
+    """The built-in rewards weighted by cfg.reward_weights, accuracy scored with cfg.scorer (and `judge`)."""
+    return RewardSpec(funcs=builtin_rewards(Scoring(cfg.scorer, judge)), weights=dict(cfg.reward_weights))
+
+
 def pad_token_id(processor) -> int:
     tok = tokenizer_of(processor)
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -108,7 +114,8 @@ def train_rl(
     """Train `model` with GRPO / DAPO (PolicyRollout when cfg.policy_rollout) and save it to `out`.
 
     records: training records (non-CoT QA with `answer`); data_root: their dataset directory
-    (images, policies/). ref_model: the frozen reference for β > 0 (default: a copy of `model`
+    (images, policies/). rewards: default `config_rewards(cfg)`, the built-ins weighted by
+    cfg.reward_weights with accuracy scored by cfg.scorer (pass a RewardSpec to add a judge). ref_model: the frozen reference for β > 0 (default: a copy of `model`
     as given, or the adapter-disabled base under LoRA). engine: rollout engine (default: HF
     generate on `model`). resume_from_checkpoint: "last" (the newest checkpoint in `out`, if
     any), a checkpoint directory, or None to start from step 1. overwrite: train again over a
@@ -125,7 +132,7 @@ def train_rl(
     shard = records[rank::world]
     if not shard:
         raise ConfigError(f"process {rank} has no training records ({len(records)} records, {world} processes)")
-    rewards = rewards or RewardSpec(weights=dict(cfg.reward_weights))
+    rewards = rewards or config_rewards(cfg)
     seed_everything(cfg.seed)
 
     ref_model = reference_model(cfg, model, ref_model)
