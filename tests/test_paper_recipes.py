@@ -79,6 +79,8 @@ def test_paper_recipe_dry_run_is_an_8_gpu_launch_plan(path, tmp_path):
 
     lines = _dry_run_lines(path, tmp_path, "--num-processes", "4")  # a node with 4 GPUs
     assert sum(f"--config_file {config} --num_processes 4 -m trimpi step" in line for line in lines) == 12
+    lines = _dry_run_lines(path, tmp_path, "--accelerate", str(DDP_CPU))  # the whole recipe on two CPU processes
+    assert sum(f"--config_file {DDP_CPU} -m trimpi step" in line for line in lines) == 12
 
 
 def test_scaled_down_recipe_keeps_the_paper_plan(tmp_path):

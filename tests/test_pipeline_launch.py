@@ -101,6 +101,21 @@ def test_step_record_round_trips_to_the_same_id():
         assert again.id == step.id and [s.id for s in again.inputs] == [s.id for s in step.inputs]
 
 
+def test_step_file_must_exist_and_match_its_id(tmp_path):
+    from trimpi.pipeline.launch import run_step_file
+
+    with pytest.raises(ConfigError, match="step.json: step file not found"):
+        run_step_file(tmp_path / "step.json")
+    step = Step("data", {"source": "path", "path": str(tmp_path), "manifest_sha256": None})
+    spec = {"id": "data-000000000000", "store": str(tmp_path), "step": step_record(step)}
+    (tmp_path / "step.json").write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match=f"hashes to {step.id}, not data-000000000000"):
+        run_step_file(tmp_path / "step.json")
+    (tmp_path / "step.json").write_text(json.dumps({**spec, "id": step.id}))
+    assert run_step_file(tmp_path / "step.json", progress=False) == {"dataset": str(tmp_path)}
+    assert json.loads((tmp_path / "result.json").read_text()) == {"dataset": str(tmp_path)}
+
+
 def test_last_error_finds_the_line_that_says_what_went_wrong():
     torchrun = ("[rank0]: Traceback (most recent call last):\n[rank0]:   File \"x.py\", line 3\n"
                 "[rank0]: ValueError: shapes do not match\nE1203 failed (exitcode: 1) local_rank: 0\n"
