@@ -112,8 +112,8 @@ def test_step_file_must_exist_and_match_its_id(tmp_path):
     with pytest.raises(ConfigError, match=f"hashes to {step.id}, not data-000000000000"):
         run_step_file(tmp_path / "step.json")
     (tmp_path / "step.json").write_text(json.dumps({**spec, "id": step.id}))
-    assert run_step_file(tmp_path / "step.json", progress=False) == {"dataset": str(tmp_path)}
-    assert json.loads((tmp_path / "result.json").read_text()) == {"dataset": str(tmp_path)}
+    assert run_step_file(tmp_path / "step.json", progress=False) == {"dataset": str(tmp_path), "processes": 1}
+    assert json.loads((tmp_path / "result.json").read_text()) == {"dataset": str(tmp_path), "processes": 1}
 
 
 def test_last_error_finds_the_line_that_says_what_went_wrong():
@@ -202,10 +202,11 @@ def test_tiny_recipe_under_two_cpu_processes_end_to_end(tmp_path):
     sft = next(s["id"] for s in run["steps"] if s["kind"] == "sft")
     assert json.loads((out / "steps" / sft / "trimpi_stage.json").read_text())["global_step"] == 2  # 2 processes
     assert json.loads((out / "steps" / sft / "done.json").read_text())["result"]["global_step"] == 2
+    assert json.loads((out / "steps" / sft / "done.json").read_text())["result"]["processes"] == 2
     assert (out / "steps" / sft / "launch" / "log.txt").is_file()
     assert not any((out / "steps" / s["id"] / "launch").exists() for s in run["steps"] if s["kind"] != "sft")
     report = (out / "report.md").read_text()
-    assert "CoT SFT" in report and "In-context" in report
+    assert "CoT SFT" in report and "In-context" in report and "processes=2" in report
     assert all(s["id"] in report for s in single["steps"])
 
 

@@ -260,7 +260,8 @@ def last_error(output: str) -> str:
 
 
 def run_step_file(path: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run the step written to `path` (every process of the job does); rank 0 writes its result."""
+    """Run the step written to `path` (every process of the job does); rank 0 writes its result, with the
+    job's process count."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: step file not found")
@@ -269,6 +270,7 @@ def run_step_file(path: str | Path, progress: bool = True) -> dict[str, Any]:
     if step.id != spec["id"]:
         raise ConfigError(f"{path}: the step hashes to {step.id}, not {spec['id']} (a different trimpi version?)")
     result = EXECUTORS[step.kind](step, Context(out=Path(spec["store"]), progress=progress))
+    result = {**result, "processes": int(os.environ.get("WORLD_SIZE", "1"))}  # recorded in done.json
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(path.parent / "result.json", result)
     return result

@@ -172,7 +172,8 @@ def base_markdown(run: dict[str, Any]) -> str:
 def step_summary(result: dict[str, Any]) -> str:
     """A few numbers of a finished step: optimizer steps, final losses and rewards, warm-up accuracies
     (captions, yes/no answers, and the vision probe's policy accuracy: the perception ceiling)."""
-    parts = [f"{k}={fmt(result[k])}" for k in ("global_step", "train_loss", "steps", "reward") if k in result]
+    keys = ("global_step", "train_loss", "steps", "reward", "processes")
+    parts = [f"{k}={fmt(result[k])}" for k in keys if k in result]
     attrs = (result.get("attribute_accuracy") or {}).get("attributes")
     if attrs is not None:
         parts.append(f"attribute_accuracy={fmt(attrs)}")
