@@ -215,6 +215,10 @@ def test_eval_wires_an_llm_answer_judge_with_policy_and_rubric(tmp_path):
     prompt = client.seen[0][0]["content"][0]["text"]
     assert "Always greet first." in prompt and "greets first" in prompt and "Hello there" in prompt
     assert "<think>" not in prompt  # the judge sees the answer, not the reasoning
+    (tmp_path / "policies" / "p.json").write_text(json.dumps({"name": "P", "text": "Greet <image> users.",
+                                                              "images": ["a.png"]}))
+    pictured = AnswerJudge(FakeClient("Score: 9"), PolicyStore(tmp_path)).messages(r, "Hello", None)
+    assert "Greet [image] users." in pictured[0]["content"][0]["text"]  # text-only: no bare image marker
     unreadable = score_example(r, "Hello", LEX, AnswerJudge(FakeClient("no rating"), PolicyStore(tmp_path)))
     assert unreadable["score"] == 0.0 and unreadable["judge_unparsed"]
 

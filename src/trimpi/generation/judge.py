@@ -72,8 +72,8 @@ class AnswerJudge:
 
     def messages(self, record: Record, response: str, rubric: str | None) -> list[dict[str, Any]]:
         policy = self.store.get(record).text if self.store is not None and record.policy_path else "(none)"
-        text = ANSWER_TEMPLATE.format(policy=policy, query=record.query, answer=record.answer,
-                                      rubric=rubric or DEFAULT_RUBRIC, response=response)
+        text = text_only(ANSWER_TEMPLATE.format(policy=policy, query=record.query, answer=record.answer,
+                                                rubric=rubric or DEFAULT_RUBRIC, response=response))
         return [{"role": "user", "content": [{"type": "text", "text": text}]}]
 
     def __call__(self, record: Record, response: str, rubric: str | None) -> tuple[float | None, str]:
