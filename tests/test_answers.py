@@ -223,6 +223,27 @@ def test_eval_wires_an_llm_answer_judge_with_policy_and_rubric(tmp_path):
     assert unreadable["score"] == 0.0 and unreadable["judge_unparsed"]
 
 
+def test_eval_without_a_judge_fails_before_generating(tmp_path):
+    from trimpi.eval import EvalOptions, Subject, evaluate_model
+
+    class Generated(Exception):
+        pass
+
+    class NoEngine:
+        def generate(self, *a, **k):
+            raise Generated
+
+    rows = [Record(id=f"r{i}", task="support", query="Hi?", answer="Hello", response="",
+                   answer_type="judge" if i == 2 else None) for i in range(3)]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in rows))
+    template = type("Processor", (), {"apply_chat_template": lambda self, *a, **k: "prompt"})()
+    subject = Subject(processor=template, engine=NoEngine())
+    with pytest.raises(ConfigError, match=r"test\.jsonl: records with answer type 'judge' need --judge"):
+        evaluate_model(subject, tmp_path, tmp_path / "out", EvalOptions(protocols=["accuracy"]))
+    with pytest.raises(Generated):  # only the first two records are read, and they need no judge: it goes on
+        evaluate_model(subject, tmp_path, tmp_path / "out", EvalOptions(protocols=["accuracy"], limit=2))
+
+
 def explodes(completion, record):
     raise KeyError("boom")
 

@@ -30,7 +30,7 @@ from trimpi.eval.generate import build_prompts, make_engine, neutralize_generati
 from trimpi.eval.judge import judge_rows, summarize_judge
 from trimpi.eval.protocols import PROTOCOLS, check_files, inapplicable, resolve_datasets
 from trimpi.eval.referral import score_referral, summarize_referral
-from trimpi.eval.scoring import score_example, summarize
+from trimpi.eval.scoring import check_judge, score_example, summarize
 from trimpi.generation.client import ChatClient
 from trimpi.generation.engine import Completion, GenerationEngine
 from trimpi.generation.greedy import generate_texts
@@ -233,6 +233,7 @@ def validate(datasets: list[Path], opts: EvalOptions, judge: bool, out: str | Pa
         if opts.skip_inapplicable:
             protocols = [p for p in opts.protocols if inapplicable(ds, p, judge) is None]
         check_files(ds, protocols, judge)
+        check_judge(ds, protocols, judge, opts.limit)
     if opts.skip_inapplicable and not any(inapplicable(ds, p, judge) is None
                                           for ds in datasets for p in opts.protocols):
         raise DataError(f"{datasets[0]}: none of the protocols {', '.join(opts.protocols)} applies")

@@ -13,12 +13,18 @@ summaries give the mean `score` and the task's own metrics.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from trimpi.data.answers import Judge, Scoring, format_ok, score_answer
+from trimpi.data.answers import Judge, Scoring, format_ok, needs_judge, score_answer
 from trimpi.data.gta.metrics import score_many
 from trimpi.data.gta.scorers import TextScorer
-from trimpi.data.schema import Record
+from trimpi.data.schema import Record, load_records
+from trimpi.errors import ConfigError
+from trimpi.eval.protocols import PROTOCOLS
+
+NOT_ANSWER_SCORED = ("referral", "efficiency")  # protocols that do not score answers by their answer type
 
 
 def score_example(record: Record, text: str, scorer: TextScorer | str, judge: Judge | None = None) -> dict[str, Any]:
@@ -26,6 +32,19 @@ def score_example(record: Record, text: str, scorer: TextScorer | str, judge: Ju
     scored = score_answer(text or "", record, Scoring(scorer, judge))
     return {"pred": scored.pred, "correct": scored.correct, "score": scored.score, **scored.details,
             "format": float(format_ok(text or "", record))}
+
+
+def check_judge(dataset: Path, protocols: Iterable[str], judge: bool, limit: int | None = None) -> None:
+    """Fail before generating when a file the protocols score holds records of answer type 'judge' and no
+    judge is given (their scores would fail only after everything was generated)."""
+    if judge:
+        return
+    splits = sorted({PROTOCOLS[p].split for p in protocols if p in PROTOCOLS and p not in NOT_ANSWER_SCORED})
+    for split in splits:
+        path = Path(dataset) / f"{split}.jsonl"
+        if path.is_file() and needs_judge(load_records(path)[:limit]):
+            raise ConfigError(f"{path}: records with answer type 'judge' need --judge (an OpenAI-compatible URL "
+                              "or a local model)")
 
 
 def _mean(values: list[float]) -> float:
