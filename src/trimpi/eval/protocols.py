@@ -7,6 +7,7 @@
     referral           test.jsonl           no policy      does the reasoning cite the policy correctly?
     forgetting         general_test.jsonl   no policy      general questions, before vs after
     efficiency         test.jsonl           both           prompt tokens and prefill time with vs without
+    perception         test.jsonl           no policy      existence balanced accuracy per attribute value / pair
 
 `in_context` and `policy_in_context` run the same computation; they are kept apart so that
 results of a base model and of an internalized model never share a name.
@@ -48,6 +49,7 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
         ProtocolSpec("referral", "test", False, True, "policy referral of the reasoning (exact or LLM judge)"),
         ProtocolSpec("forgetting", "general_test", False, True, "general questions, before vs after"),
         ProtocolSpec("efficiency", "test", True, False, "prompt tokens and prefill time with vs without policy"),
+        ProtocolSpec("perception", "test", False, False, "per attribute value / value pair existence balanced accuracy"),
     )
 }
 SPLIT_FILES = sorted({p.filename for p in PROTOCOLS.values()})
@@ -91,6 +93,8 @@ def inapplicable(dataset: Path, name: str, judge: bool) -> str | None:
     problem = split_problem(dataset, name)
     if problem is not None:
         return problem
+    if name == "perception" and dataset_task(dataset) != "clevr":
+        return f"{dataset}: perception reads ClevrPolicy scene graphs (task clevr), not task '{dataset_task(dataset)}'"
     if name == "referral" and not judge and dataset_task(dataset) != "clevr":
         task = dataset_task(dataset)
         return f"{dataset}: referral on task '{task}' needs --judge (exact referral is ClevrPolicy only)"

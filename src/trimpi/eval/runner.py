@@ -28,6 +28,7 @@ from trimpi.eval import files
 from trimpi.eval.forgetting import baseline_from_file, compare
 from trimpi.eval.generate import build_prompts, make_engine, neutralize_generation_config
 from trimpi.eval.judge import judge_rows, summarize_judge
+from trimpi.eval.perception import run_perception
 from trimpi.eval.protocols import PROTOCOLS, check_files, inapplicable, resolve_datasets
 from trimpi.eval.referral import score_referral, summarize_referral
 from trimpi.eval.scoring import check_judge, score_example, summarize
@@ -186,6 +187,9 @@ class DatasetEval:
             rows, summary = self.referral()
         elif name == "efficiency":
             rows, summary = self.efficiency()
+        elif name == "perception":
+            rows, summary = run_perception(self.subject.model, self.subject.processor, self.dataset,
+                                           self.records("test"), self.opts.batch_size, self.opts.progress)
         else:
             rows, summary = self.answers(name)
         spec = PROTOCOLS[name]
