@@ -143,3 +143,16 @@ def test_bf16_only_on_cpus_with_amx_or_avx512_bf16():
     assert cpu_has_fast_bf16("flags\t\t: fpu sse avx2 amx_bf16 amx_tile\n")
     assert cpu_has_fast_bf16("flags\t\t: fpu avx512f avx512_bf16\n")
     assert not cpu_has_fast_bf16("flags\t\t: fpu sse avx2 fma\n")
+
+
+def test_shards_written_in_parallel_equal_the_ones_a_run_writes(tmp_path):
+    from trimpi.train.pretrain import corpus_config, prepare_corpus
+
+    assert prepare_corpus(_opts(tmp_path / "a"), shards=2, workers=2, progress=False) == 2
+    assert prepare_corpus(_opts(tmp_path / "a"), shards=2, workers=2, progress=False) == 0  # already there
+    serial = Corpus(tmp_path / "b" / "corpus", corpus_config(_opts(tmp_path / "b")))
+    for k in range(2):
+        serial.shard(k)
+        for name in ("items.jsonl", f"images/{3 * k:08d}.png"):
+            a = (tmp_path / "a" / "corpus" / f"shard-{k:05d}" / name).read_bytes()
+            assert a == (serial.shard_dir(k) / name).read_bytes()

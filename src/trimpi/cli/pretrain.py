@@ -56,16 +56,38 @@ def micro_base(
     print(json.dumps(run_pretrain(opts), indent=2))
 
 
+@app.command("corpus")
+def corpus(
+    out: Out,
+    shards: Annotated[int, typer.Option(help="Shards to write (512 items each).")],
+    workers: Annotated[int, typer.Option(help="Processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="The run's seed.")] = 0,
+    exclude: Annotated[list[Path] | None, typer.Option(help="As for micro-base (must match the run).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Write a run's first corpus shards in parallel (the same files the run would write itself)."""
+    from trimpi.train.pretrain import PretrainOptions, prepare_corpus
+
+    opts = PretrainOptions(out=str(out), seed=seed, exclude=tuple(str(p) for p in exclude or ()))
+    print(f"{out}/corpus: {prepare_corpus(opts, shards, workers, progress)} shards written")
+
+
 @app.command("export")
 def export(
     run: Annotated[Path, typer.Option(help="Run directory of `trimpi pretrain micro-base`.")],
     to: Annotated[Path, typer.Option(help="Target directory (src/trimpi/models/base for the shipped base).")],
     measured: Annotated[Path | None, typer.Option(help="JSON file of measured numbers for the model card.")] = None,
     allow_unfinished: Annotated[bool, typer.Option(help="Export a run that has not reached its steps.")] = False,
+    if_finished: Annotated[bool, typer.Option(help="Do nothing (exit 0) while the run is unfinished.")] = False,
 ) -> None:
     """Write the run's weights (bf16 safetensors), processor, base.json and model card into TO."""
     from trimpi.data.io import read_json
-    from trimpi.train.pretrain import export_run
+    from trimpi.train.pretrain import export_run, run_progress
+
+    done = run_progress(run)
+    if if_finished and done["step"] < done["steps"]:
+        print(f"{run}: step {done['step']} of {done['steps']}; rerun the pretraining to continue, then export")
+        return
 
     manifest = export_run(run, to, read_json(measured) if measured else None, allow_unfinished)
     print(f"{to}: {manifest['size_mb']} MB, sha256 {manifest['sha256']}")

@@ -145,17 +145,40 @@ def schedule(step: int, opts: PretrainOptions) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def corpus_config(opts: PretrainOptions):
+    from trimpi.data.pretrain.corpus import CorpusConfig
+
+    return CorpusConfig(seed=opts.seed, shard_size=opts.shard_size, exclude=tuple(opts.exclude),
+                        sizes=tuple(map(tuple, opts.render_sizes)))
+
+
+def prepare_corpus(opts: PretrainOptions, shards: int, workers: int, progress: bool = True) -> int:
+    """Write the run's first `shards` corpus shards with `workers` processes (e.g. before a GPU run, whose
+    steps outpace one data process); returns how many were written now."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    from trimpi.data.pretrain.corpus import Corpus, write_shard
+
+    corpus = Corpus(Path(opts.out) / "corpus", corpus_config(opts))
+    todo = [k for k in range(shards) if not (corpus.shard_dir(k) / "items.jsonl").is_file()]
+    with ProcessPoolExecutor(max(1, workers)) as pool:
+        jobs = [pool.submit(write_shard, str(corpus.root), corpus.cfg, k) for k in todo]
+        for job in tqdm(as_completed(jobs), total=len(jobs), desc="corpus shards", disable=not progress):
+            job.result()
+    return len(todo)
+
+
 class Trainer:
     """Model, existence head, optimizer and scheduler of one pretraining run, with save/load."""
 
     def __init__(self, opts: PretrainOptions, device: torch.device):
-        from trimpi.data.pretrain.corpus import Corpus, CorpusConfig
+        from trimpi.data.pretrain.corpus import Corpus
         from trimpi.train.collate import Collator
 
         self.opts, self.device, self.out = opts, device, Path(opts.out)
-        self.corpus = Corpus(self.out / "corpus", CorpusConfig(seed=opts.seed, shard_size=opts.shard_size,
-                                                               exclude=tuple(opts.exclude),
-                                                               sizes=tuple(map(tuple, opts.render_sizes))))
+        self.corpus = Corpus(self.out / "corpus", corpus_config(opts))
         self.pool, self.pending = None, {}
         self.model, self.processor = build_model(opts)
         self.model.to(device)
@@ -315,12 +338,17 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def options_from_run(run: str | Path) -> PretrainOptions:
-    """The options a run directory's checkpoint was made with."""
+def run_progress(run: str | Path) -> dict:
+    """progress.json of a run's checkpoint: step, steps, seconds, dtype, options."""
     path = Path(run) / CHECKPOINT / "progress.json"
     if not path.is_file():
         raise ConfigError(f"{run}: no pretraining checkpoint (run `trimpi pretrain micro-base --out {run}` first)")
-    saved = read_json(path)["options"]
+    return read_json(path)
+
+
+def options_from_run(run: str | Path) -> PretrainOptions:
+    """The options a run directory's checkpoint was made with."""
+    saved = run_progress(run)["options"]
     saved["arch"] = Architecture(**saved["arch"])
     saved["exclude"] = tuple(saved["exclude"])
     saved["render_sizes"] = tuple(tuple(s) for s in saved["render_sizes"])
