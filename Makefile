@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow repro bench-render setup clean
+.PHONY: demo test test-slow repro bench-render micro-base setup clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,14 @@ test: $(STAMP)
 # The Table-2-style comparison at micro scale (about 2.5 h on 2 cores; see benchmarks/RESULTS.md).
 repro: $(STAMP)
 	$(BIN)/trimpi repro configs/micro_repro.yaml --out runs/micro-repro --jobs 2
+
+# Pretrain the micro base shipped in src/trimpi/models/base (hours: see benchmarks/RESULTS.md). Runs in
+# resumable chunks: `make micro-base HOURS=3` stops after 3 h with a checkpoint; rerun to continue. The
+# export into the package happens once the run has reached its steps.
+MICRO_BASE_RUN ?= runs/micro-base
+micro-base: $(STAMP)
+	$(BIN)/trimpi pretrain micro-base --out $(MICRO_BASE_RUN) $(if $(HOURS),--hours $(HOURS))
+	$(BIN)/trimpi pretrain export --run $(MICRO_BASE_RUN) --to src/trimpi/models/base --if-finished
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
