@@ -181,3 +181,16 @@ def test_warmup_killed_during_its_evaluation_is_not_finished(tmp_path, monkeypat
     assert (tmp_path / "wu" / "model.safetensors").is_file() and finished_summary(tmp_path / "wu") is None
     summary = run_warmup(opts)  # resumes: training is done, the evaluation runs
     assert summary["global_step"] == 2 and finished_summary(tmp_path / "wu")["attribute_accuracy"]["scenes"] == 2
+
+
+def test_warmup_results_reach_the_pipeline_step_result_and_the_report():
+    from trimpi.pipeline.execute import _stage_result
+    from trimpi.report.run import step_summary
+    from trimpi.train.stage import ATTRIBUTE_ACCURACY, EXISTENCE_ACCURACY, RESULT_KEYS, VISION_PRETRAINING
+
+    summary = {"stage": "warmup", "global_step": 2, "options": {}, ATTRIBUTE_ACCURACY: {"attributes": 0.75},
+               EXISTENCE_ACCURACY: {"balanced_accuracy": 0.5}, VISION_PRETRAINING: {"probe_policy_accuracy": 0.625}}
+    result = _stage_result(summary)
+    assert set(RESULT_KEYS) <= set(result) and "options" not in result
+    assert step_summary(result) == ("global_step=2 attribute_accuracy=0.75 existence_balanced_accuracy=0.5 "
+                                    "probe_policy_accuracy=0.625")

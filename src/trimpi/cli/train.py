@@ -96,6 +96,7 @@ def warmup(
     progress: Progress = True,
 ) -> None:
     """Perception warm-up: caption scene graphs so a fresh vision tower names object attributes."""
+    from trimpi.train.stage import ATTRIBUTE_ACCURACY
     from trimpi.train.warmup import WarmupOptions, run_warmup
 
     summary = run_warmup(WarmupOptions(data=str(data), out=str(out), model=model, epochs=epochs, lr=lr,
@@ -105,5 +106,5 @@ def warmup(
                                        vision_first_steps=vision_first_steps, vision_steps=vision_steps,
                                        vision_lr=vision_lr, vision_batch_size=vision_batch_size,
                                        existence=existence, captions=captions, progress=progress))
-    acc = summary.get("attribute_accuracy")
+    acc = summary.get(ATTRIBUTE_ACCURACY)
     typer.echo(f"warmup: {summary['global_step']} steps → {out}" + (f"; attribute accuracy {acc}" if acc else ""))

@@ -17,7 +17,7 @@ from typing import Any
 
 from trimpi.pipeline.options import TINY_PREFIX
 from trimpi.pipeline.steps import Step, clear_partial
-from trimpi.train.stage import finished_summary
+from trimpi.train.stage import RESULT_KEYS, finished_summary
 
 RESUMABLE = ("warmup", "cpt", "sft", "rl")  # kinds whose partial directory resumes instead of restarting
 
@@ -150,8 +150,8 @@ def base_examples(step: Step, ctx: Context) -> tuple[list[dict], dict[str, int]]
 
 
 def _stage_result(summary: dict[str, Any]) -> dict[str, Any]:
-    keep = ("stage", "target", "examples", "global_step", "train_loss", "attribute_accuracy", "existence_accuracy",
-            "vision_pretraining", "policies", "dropped_records", "excluded_policies")
+    keep = ("stage", "target", "examples", "global_step", "train_loss", *RESULT_KEYS, "policies", "dropped_records",
+            "excluded_policies")
     return {k: summary[k] for k in keep if k in summary}
 
 

@@ -21,6 +21,7 @@ from trimpi.data.io import write_bytes_atomic
 from trimpi.report.baselines import LABELS, reference_lines
 from trimpi.report.html import to_html
 from trimpi.report.plots import plot_accuracy, plot_rewards, plot_savings
+from trimpi.train.stage import ATTRIBUTE_ACCURACY, EXISTENCE_ACCURACY, VISION_PRETRAINING
 
 CURVES = (("reward/plain", "ordinary"), ("reward/policy", "policy-aware"))
 
@@ -174,15 +175,15 @@ def step_summary(result: dict[str, Any]) -> str:
     (captions, yes/no answers, and the vision probe's policy accuracy: the perception ceiling)."""
     keys = ("global_step", "train_loss", "steps", "reward", "processes")
     parts = [f"{k}={fmt(result[k])}" for k in keys if k in result]
-    attrs = (result.get("attribute_accuracy") or {}).get("attributes")
+    attrs = (result.get(ATTRIBUTE_ACCURACY) or {}).get("attributes")
     if attrs is not None:
         parts.append(f"attribute_accuracy={fmt(attrs)}")
-    exist = (result.get("existence_accuracy") or {}).get("balanced_accuracy")
+    exist = (result.get(EXISTENCE_ACCURACY) or {}).get("balanced_accuracy")
     if exist is not None:
         parts.append(f"existence_balanced_accuracy={fmt(exist)}")
     for name, protocols in (result.get("settings") or {}).items():  # the base's in-context accuracy per setting
         parts.append(f"in_context[{name}]={fmt((protocols.get('in_context') or {}).get('score'))}")
-    ceiling = (result.get("vision_pretraining") or {}).get("probe_policy_accuracy")
+    ceiling = (result.get(VISION_PRETRAINING) or {}).get("probe_policy_accuracy")
     if ceiling is not None:
         parts.append(f"probe_policy_accuracy={fmt(ceiling)}")
     return " ".join(parts) or "-"

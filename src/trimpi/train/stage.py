@@ -20,6 +20,13 @@ STAGE_MARKER = "trimpi_stage.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 
+# A perception warm-up's own results in its summary (beside the SFT ones), carried into pipeline step
+# results, the report and the CLI.
+ATTRIBUTE_ACCURACY = "attribute_accuracy"  # captions: {"attributes": ..., per attribute}
+EXISTENCE_ACCURACY = "existence_accuracy"  # yes/no existence questions: {"balanced_accuracy": ...}
+VISION_PRETRAINING = "vision_pretraining"  # vision pre-training and its probe: {"probe_policy_accuracy": ...}
+RESULT_KEYS = (ATTRIBUTE_ACCURACY, EXISTENCE_ACCURACY, VISION_PRETRAINING)
+
 
 def finished_summary(out: str | Path) -> dict[str, Any] | None:
     """The summary of the finished stage in `out`, or None when it is not finished."""

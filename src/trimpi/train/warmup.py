@@ -40,7 +40,14 @@ from trimpi.data.io import read_json
 from trimpi.data.schema import load_records
 from trimpi.errors import ConfigError, DataError
 from trimpi.train.perception import is_vision_parameter
-from trimpi.train.stage import CHECKPOINTS_DIR, mark_finished, prepare_stage_dir
+from trimpi.train.stage import (
+    ATTRIBUTE_ACCURACY,
+    CHECKPOINTS_DIR,
+    EXISTENCE_ACCURACY,
+    VISION_PRETRAINING,
+    mark_finished,
+    prepare_stage_dir,
+)
 
 TRAIN_FILES = ("train.jsonl", "train_cot.jsonl", "general_test.jsonl")
 EVAL_FILES = ("test.jsonl",)
@@ -287,11 +294,11 @@ def run_warmup(opts: WarmupOptions, callbacks=()) -> dict:
                                                   opts.captions))
     summary["stage"] = "warmup"
     if vision is not None:
-        summary["vision_pretraining"] = vision
+        summary[VISION_PRETRAINING] = vision
     if eval_items and opts.captions:
-        summary["attribute_accuracy"] = attribute_accuracy(model, processor, eval_items)
+        summary[ATTRIBUTE_ACCURACY] = attribute_accuracy(model, processor, eval_items)
     if eval_items and opts.existence:
-        summary["existence_accuracy"] = existence_accuracy(model, processor, eval_items, opts.seed)
+        summary[EXISTENCE_ACCURACY] = existence_accuracy(model, processor, eval_items, opts.seed)
     summary["options"] = dataclasses.asdict(opts)
     mark_finished(out, summary)
     return summary
