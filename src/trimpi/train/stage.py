@@ -42,8 +42,9 @@ def mark_finished(out: str | Path, summary: dict[str, Any]) -> None:
 def prepare_stage_dir(out: str | Path, overwrite: bool) -> Path:
     """Refuse to train over a finished stage unless `overwrite`; an unfinished one resumes.
 
-    With `overwrite`, a finished stage's marker, checkpoints and metrics are removed first, so
-    the new run starts from step 1.
+    With `overwrite`, everything in a finished stage's directory is removed first (model files,
+    a LoRA run's adapter/ and adapter files, checkpoints, metrics; the marker last), so the new
+    run starts from step 1 and leaves nothing of the old one behind. The directory itself stays.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -51,10 +52,20 @@ def prepare_stage_dir(out: str | Path, overwrite: bool) -> Path:
     if finished_summary(out) is not None:
         if not overwrite:
             raise TrimpiError(f"{out}: already holds a finished stage (pass --overwrite to train again)")
-        shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
-        (out / METRICS_FILE).unlink(missing_ok=True)
+        clear_stage_files(out)
         (out / STAGE_MARKER).unlink(missing_ok=True)  # every process of a DDP run clears it
     return out
+
+
+def clear_stage_files(out: Path) -> None:
+    """Remove every entry of `out` except the finished marker (entries another process removed first are skipped)."""
+    for entry in list(out.iterdir()):
+        if entry.name == STAGE_MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def resume_metrics(out: str | Path, step: int) -> list[dict[str, Any]]:
