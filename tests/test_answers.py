@@ -79,10 +79,20 @@ def test_gta_last_call_after_reasoning_in_both():
 
 
 def test_rl_and_eval_share_one_default_text_scorer():
+    import inspect
+
+    from trimpi.cli.cot import cot
+    from trimpi.cli.rl import rl
+    from trimpi.data.teacher import TeacherOptions
     from trimpi.eval.runner import EvalOptions
+    from trimpi.train.rl.config import RLConfig
     from trimpi.train.rl.rewards import _default_scoring
 
-    assert EvalOptions().scorer == DEFAULT_TEXT_SCORER
+    assert EvalOptions().scorer == RLConfig().scorer == TeacherOptions().scorer == DEFAULT_TEXT_SCORER
+    assert inspect.signature(rl).parameters["scorer"].default == DEFAULT_TEXT_SCORER
+    assert inspect.signature(cot).parameters["scorer"].default == DEFAULT_TEXT_SCORER  # the teacher filter too
+    with pytest.raises(ConfigError, match=r"^--scorer: expected one of default, bertscore, lexical, got 'bleu'$"):
+        TeacherOptions(scorer="bleu").check()
     assert Scoring()._text_scorer == DEFAULT_TEXT_SCORER and _default_scoring()._text_scorer == DEFAULT_TEXT_SCORER
 
 

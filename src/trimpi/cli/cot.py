@@ -28,7 +28,10 @@ def cot(
     placement: Annotated[str, typer.Option(help="Where the policy goes: system or user turn.")] = "system",
     min_score: Annotated[float, typer.Option(help="GTAPolicy: minimum tool-call overall score to keep a trace.")]
     = 1.0,
-    scorer: Annotated[str, typer.Option(help="GTAPolicy text scorer: lexical, bertscore or default.")] = "lexical",
+    scorer: Annotated[str, typer.Option(help="GTAPolicy text scorer of the answer check: default (MiniLM "
+                                             "BERTScore when installed, else lexical F1), bertscore or lexical. "
+                                             "The default is RL's and `trimpi eval`'s, so a kept trace's answer "
+                                             "is one they score correct.")] = "default",
     concurrency: Annotated[int, typer.Option(help="Parallel requests to an endpoint teacher.")] = 1,
     dtype: Annotated[str | None, typer.Option(help="Local teacher dtype: float32 / bfloat16.")] = None,
     device: Annotated[str | None, typer.Option(help="Local teacher device: cpu, cuda, cuda:1 ...")] = None,

@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trimpi.data.answers import Scoring, score_answer
-from trimpi.data.gta.scorers import TextScorer, get_scorer
+from trimpi.data.answers import DEFAULT_TEXT_SCORER, Scoring, score_answer
+from trimpi.data.gta.scorers import SCORER_NAMES, TextScorer, get_scorer
 from trimpi.data.io import dumps, write_json, write_jsonl
 from trimpi.data.schema import POLICY_PLACEMENTS, PolicyStore, Record, load_records
 from trimpi.data.teacher_prompts import MODES, ends_at_gold, leaks_given_answer, split_reply, teacher_messages
@@ -59,7 +59,8 @@ class TeacherOptions:
     seed: int = 0
     placement: str = "system"
     min_score: float = 1.0
-    scorer: str = "lexical"
+    # A kept trace's answer is one RL and `trimpi eval` score correct: the same GTA text scorer by default.
+    scorer: str = DEFAULT_TEXT_SCORER
     concurrency: int = 1
     overwrite: bool = False
     progress: bool = True
@@ -76,6 +77,8 @@ class TeacherOptions:
             raise ConfigError(f"--limit: must be at least 1, got {self.limit}")
         if self.temperature < 0:
             raise ConfigError(f"--temperature: must be ≥ 0, got {self.temperature}")
+        if self.scorer not in SCORER_NAMES:
+            raise ConfigError(f"--scorer: expected one of {', '.join(SCORER_NAMES)}, got {self.scorer!r}")
         if not 0.0 < self.min_score <= 1.0:
             raise ConfigError(f"--min-score: must be in (0, 1], got {self.min_score}")
         return self

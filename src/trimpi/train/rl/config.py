@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from trimpi.data.answers import DEFAULT_TEXT_SCORER
 from trimpi.data.gta.scorers import SCORER_NAMES
 from trimpi.errors import ConfigError
 from trimpi.train.rl.core_algos import LOSS_TYPES, SCALE_REWARDS
@@ -54,7 +55,7 @@ class RLConfig:
     seed: int = 0
     # Text scorer of the accuracy reward on GTA tool calls' free-text arguments, as `trimpi eval --scorer`:
     # "default" (MiniLM BERTScore when installed, else lexical F1), "bertscore" or "lexical".
-    scorer: str = "default"
+    scorer: str = DEFAULT_TEXT_SCORER
     reward_weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 0.9, "format": 0.1})
 
     def resolved(self) -> RLConfig:
