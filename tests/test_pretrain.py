@@ -156,3 +156,30 @@ def test_shards_written_in_parallel_equal_the_ones_a_run_writes(tmp_path):
         for name in ("items.jsonl", f"images/{3 * k:08d}.png"):
             a = (tmp_path / "a" / "corpus" / f"shard-{k:05d}" / name).read_bytes()
             assert a == (serial.shard_dir(k) / name).read_bytes()
+
+
+def test_micro_batches_group_by_length_within_the_budget():
+    from trimpi.train.pretrain import item_chars, micro_batches
+
+    items = [{"id": str(i), "messages": [{"role": "user", "content": [{"type": "text", "text": "x" * n}]}]}
+             for i, n in enumerate([900, 100, 120, 3000, 110])]
+    groups = micro_batches(items, max_chars=400)
+    assert [[it["id"] for it in g] for g in groups] == [["1", "4", "2"], ["0"], ["3"]]
+    assert all(len(g) * max(item_chars(it) for it in g) <= 400 or len(g) == 1 for g in groups)
+
+
+def test_length_grouped_micro_batches_give_the_same_gradients(tmp_path):
+    from trimpi.train.pretrain import Trainer
+
+    def grads(max_chars):
+        trainer = Trainer(_opts(tmp_path / "g", max_batch_chars=max_chars, batch_size=4), torch.device("cpu"))
+        items = trainer.batch_items()
+        parts = trainer.backward(items)
+        return parts, [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+    whole, g_whole = grads(10**9)
+    split_parts, g_split = grads(1)  # one item per micro-batch
+    assert whole["lm"] == pytest.approx(split_parts["lm"], rel=1e-5)
+    assert len(g_whole) == len(g_split)
+    for a, b in zip(g_whole, g_split, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -82,6 +82,7 @@ class PretrainOptions:
     warmup_steps: int = 500
     weight_decay: float = 0.01
     existence_weight: float = 0.5
+    max_batch_chars: int = 48_000  # padded characters per micro-batch (≈ 12k tokens); a step may take several
     shard_size: int = 512
     render_sizes: tuple[tuple[int, int], ...] = ((160, 120), (224, 168), (320, 240))
     data_workers: int = 1  # processes writing the next shards while the model trains (0: none)
@@ -170,6 +171,23 @@ def prepare_corpus(opts: PretrainOptions, shards: int, workers: int, progress: b
     return len(todo)
 
 
+def item_chars(item: dict) -> int:
+    return sum(len(b.get("text", "")) + 200 * (b.get("type") == "image") for m in item["messages"] for b in m["content"])
+
+
+def micro_batches(items: list[dict], max_chars: int) -> list[list[dict]]:
+    """The items sorted by length and cut into groups whose padded size (rows × longest) stays within
+    `max_chars` characters (a group always holds at least one item). Deterministic."""
+    groups: list[list[dict]] = []
+    for item in sorted(items, key=lambda it: (item_chars(it), it["id"])):
+        group = groups[-1] if groups else None
+        if group is not None and (len(group) + 1) * item_chars(item) <= max_chars:
+            group.append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
 class Trainer:
     """Model, existence head, optimizer and scheduler of one pretraining run, with save/load."""
 
@@ -191,22 +209,44 @@ class Trainer:
         self.step, self.seconds = 0, 0.0
         self.dtype = compute_dtype(opts.dtype, device)
 
-    def loss(self, items: list[dict]) -> tuple[torch.Tensor, dict[str, float]]:
+    def backward(self, items: list[dict]) -> dict[str, float]:
+        """Accumulate the gradients of one step: the language loss (mean over the step's target tokens,
+        computed in length-grouped micro-batches so a depth-6 policy does not pad every row to its
+        length) plus the weighted existence loss."""
+        from trimpi.train.logprobs import IGNORE_INDEX
+
+        groups = [self.collator([{"messages": it["messages"]} for it in g])
+                  for g in micro_batches(items, self.opts.max_batch_chars)]
+        n_tokens = sum(int((g["labels"] != IGNORE_INDEX).sum()) for g in groups)
+        lm_total = 0.0
+        for g in groups:
+            labels = g.pop("labels").to(self.device)
+            with self.autocast():
+                logits = self.model(**{k: v.to(self.device) for k, v in g.items()}).logits
+            lm = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                                   ignore_index=IGNORE_INDEX, reduction="sum") / max(n_tokens, 1)
+            lm.backward()
+            lm_total += lm.item()
+        parts = {"lm": lm_total}
+        if self.opts.existence_weight > 0:
+            ex = self.existence_loss(items)
+            (self.opts.existence_weight * ex).backward()
+            parts["existence"] = ex.item()
+        return parts
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
+
+    def existence_loss(self, items: list[dict]) -> torch.Tensor:
+        """Multiple-instance existence loss of the items' scene images (max over image tokens per label)."""
         from PIL import Image
 
-        batch = {k: v.to(self.device) for k, v in self.collator([{"messages": it["messages"]} for it in items]).items()}
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
-            lm = self.model(**batch).loss
-            loss, parts = lm, {"lm": lm.item()}
-            if self.opts.existence_weight > 0:
-                images = [Image.open(it["image"]).convert("RGB") for it in items]
-                inputs = {k: v.to(self.device) for k, v in image_inputs(self.processor, images).items()}
-                scores = self.head(image_token_features(self.model, inputs)).amax(1).float()
-                target = torch.tensor([existence_targets(it["objects"], self.labels) for it in items], device=self.device)
-                ex = torch.nn.functional.binary_cross_entropy_with_logits(scores, target)
-                loss = loss + self.opts.existence_weight * ex
-                parts["existence"] = ex.item()
-        return loss, parts
+        images = [Image.open(it["image"]).convert("RGB") for it in items]
+        inputs = {k: v.to(self.device) for k, v in image_inputs(self.processor, images).items()}
+        with self.autocast():
+            scores = self.head(image_token_features(self.model, inputs)).amax(1).float()
+        target = torch.tensor([existence_targets(it["objects"], self.labels) for it in items], device=self.device)
+        return torch.nn.functional.binary_cross_entropy_with_logits(scores, target)
 
     def batch_items(self) -> list[dict]:
         """This step's items; worker processes write the next shards meanwhile (the same files either way)."""
@@ -234,8 +274,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         self.model.train()
-        loss, parts = self.loss(self.batch_items())
-        loss.backward()
+        parts = self.backward(self.batch_items())
         torch.nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.head.parameters()), 1.0)
         self.optimizer.step()
         self.scheduler.step()
