@@ -10,7 +10,7 @@ from trimpi.data.clevr.policy import policy_name
 from trimpi.data.io import write_json
 from trimpi.data.pretrain import split
 from trimpi.data.pretrain.corpus import Corpus, CorpusConfig, draw_policy
-from trimpi.errors import ConfigError
+from trimpi.errors import ConfigError, DataError
 from trimpi.train.pretrain import Architecture, PretrainOptions, cpu_has_fast_bf16, run_pretrain
 
 SMALL = ((48, 36),)
@@ -57,6 +57,8 @@ def test_excluded_scenes_and_trees_are_never_generated(tmp_path):
     again = Corpus(tmp_path / "b", _cfg(mix={"exist": 1.0}, exclude=(str(evaluation),))).items(0, 2)
     assert split.scene_key(again[0]["objects"]) != split.scene_key(first[0]["objects"])
     assert split.scene_key(again[1]["objects"]) == split.scene_key(first[1]["objects"])  # others unchanged
+    with pytest.raises(DataError, match="to exclude not found"):
+        split.Exclusions.from_datasets([tmp_path / "missing"])
     redrawn = draw_policy(np.random.default_rng(5), 2, "T", excl)
     assert split.tree_key(redrawn) != split.tree_key(tree)
 

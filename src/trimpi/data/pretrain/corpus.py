@@ -193,6 +193,17 @@ def make_item(cfg: CorpusConfig, index: int, image_rel: str, root: Path, excl: s
             "objects": scene["objects"]}
 
 
+def cached_exclusions(root: Path, datasets: list[str]) -> split.Exclusions:
+    """The exclusions of `datasets`, hashed once per corpus (root/exclusions.json), not once per shard."""
+    path = root / "exclusions.json"
+    if path.is_file():
+        saved = read_json(path)
+        return split.Exclusions(set(saved["scenes"]), set(saved["trees"]), set(saved["names"]))
+    excl = split.Exclusions.from_datasets(datasets)
+    write_json(path, {"scenes": sorted(excl.scenes), "trees": sorted(excl.trees), "names": sorted(excl.names)})
+    return excl
+
+
 def write_crops(root: Path) -> None:
     """Every variant-M attribute crop, once (deterministic pixels)."""
     from trimpi.data.clevr.crops import render_attribute_crop
@@ -217,7 +228,7 @@ class Corpus:
         if saved.is_file() and read_json(saved) != mine:
             raise ConfigError(f"{saved}: the corpus there was generated with another config; use another directory")
         write_json(saved, mine)
-        self.exclusions = split.Exclusions.from_datasets(list(cfg.exclude))
+        self.exclusions = cached_exclusions(self.root, list(cfg.exclude))
         write_crops(self.root)
 
     def shard_dir(self, k: int) -> Path:

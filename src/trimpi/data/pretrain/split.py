@@ -25,6 +25,7 @@ import numpy as np
 
 from trimpi.data.clevr.policy import CONSONANTS, VOWELS
 from trimpi.data.io import read_json
+from trimpi.errors import DataError
 
 STREAM = 91_750_321
 # Parts of the key: one generator per item and purpose, so adding a kind changes nothing in the others.
@@ -78,6 +79,8 @@ class Exclusions:
         """Every scene graph and every decision-tree policy found under the given directories."""
         out = cls()
         for root in roots:
+            if not Path(root).is_dir():
+                raise DataError(f"{root}: dataset directory to exclude not found")
             for path in sorted(Path(root).rglob("*.json")):
                 data = read_json(path)
                 scenes = data.get("scenes") if isinstance(data, dict) else None  # a CLEVR release's scenes file
