@@ -185,7 +185,7 @@ def run_rl_step(step: Step, ctx: Context) -> dict[str, Any]:
         if "checkpoint" not in str(e):
             raise
         clear_partial(step, ctx.out)
-        step.dir(ctx.out).mkdir(parents=True)
+        step.dir(ctx.out).mkdir(parents=True, exist_ok=True)  # another process of a job may be first
         row = _train_rl(step, ctx, records, root, resume=None)
     return {"steps": row.get("step", 0), "reward": row.get("reward"), "metrics": "metrics.jsonl"}
 
