@@ -46,6 +46,13 @@ def test_scores_per_value_and_pair_from_scene_graphs():
     assert summary["per_value"] == {"color=red": 1.0, "shape=sphere": pytest.approx(1 / 3, abs=1e-4)}
 
 
+def test_too_few_scenes_is_a_one_line_error():
+    from trimpi.errors import DataError
+
+    with pytest.raises(DataError, match="no attribute value is both present and absent among the 1 test images"):
+        perception_scores([[True, False]], [[RED_CUBE]], [(("color", "red"),), (("shape", "cube"),)])
+
+
 def test_questions_read_like_policy_conditions():
     assert question((("color", "cyan"), ("shape", "cube"))) == "Is there a cyan cube?"
     assert question((("size", "large"),)) == "Is there a large object?"

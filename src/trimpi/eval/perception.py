@@ -98,8 +98,12 @@ def perception_scores(predicted: list[list[bool]], objects: list[list[dict]],
         summary[f"{kind}_scored_labels"] = len(vals)
         summary[f"{kind}_target"] = TARGETS[kind]
         summary[f"{kind}_below_target"] = sum(v < TARGETS[kind] for v in vals)
+    if summary["single_balanced_accuracy"] is None and summary["pair_balanced_accuracy"] is None:
+        raise DataError(f"perception: no attribute value is both present and absent among the {len(objects)} test "
+                        "images; evaluate more test scenes")
     summary["per_value"] = {r["label"]: r["balanced_accuracy"] for r in rows if r["kind"] == "single"}
-    summary["score"] = summary["single_balanced_accuracy"]
+    single = summary["single_balanced_accuracy"]
+    summary["score"] = single if single is not None else summary["pair_balanced_accuracy"]
     return rows, summary
 
 
