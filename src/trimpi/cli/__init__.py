@@ -55,12 +55,19 @@ def library_progress_env(argv: list[str]) -> dict[str, str]:
     return {"HF_HUB_DISABLE_PROGRESS_BARS": "1"} if "--no-progress" in argv else {}
 
 
+def offline_env(argv: list[str]) -> dict[str, str]:
+    """The hub is the user's to turn off (HF_HUB_OFFLINE), as in every Hugging Face tool; only the
+    demo, which needs nothing from it, runs offline by default."""
+    if argv[:1] == ["demo"]:
+        return {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return {}
+
+
 def main() -> None:
     for key, value in library_progress_env(sys.argv[1:]).items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    for key, value in offline_env(sys.argv[1:]).items():
+        os.environ.setdefault(key, value)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     signal.signal(signal.SIGTERM, _terminated)
     try:

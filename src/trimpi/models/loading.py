@@ -1,7 +1,10 @@
-"""Load any Hugging Face VLM (id or local path) or an embedded preset as (model, processor), offline."""
+"""Load any Hugging Face VLM (id or local path) or an embedded preset as (model, processor).
+
+Hub ids behave as in transformers: downloaded on first use unless the user set HF_HUB_OFFLINE."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -41,22 +44,24 @@ def load_processor(name: str | Path):
 
     from trimpi.models.processors import NO_VIDEO_PROCESSORS
 
+    local = _local_only(name)
     try:
-        processor = AutoProcessor.from_pretrained(str(name), local_files_only=True)
+        processor = AutoProcessor.from_pretrained(str(name), local_files_only=local)
         if hasattr(processor, "tokenizer") and hasattr(processor, "image_processor"):
             return processor
         raise ModelError(f"AutoProcessor gave a {type(processor).__name__}, not a multimodal processor")
     except Exception as first:  # noqa: BLE001 - any failure falls through to the known subclasses
+        error: Exception = first
         try:
-            model_type = AutoConfig.from_pretrained(str(name), local_files_only=True).model_type
+            model_type = AutoConfig.from_pretrained(str(name), local_files_only=local).model_type
         except Exception:  # noqa: BLE001
             model_type = None
         if model_type in NO_VIDEO_PROCESSORS:
             try:
-                return NO_VIDEO_PROCESSORS[model_type]().from_pretrained(str(name), local_files_only=True)
+                return NO_VIDEO_PROCESSORS[model_type]().from_pretrained(str(name), local_files_only=local)
             except Exception as e:  # noqa: BLE001
-                first = e
-        raise ModelError(f"{name}: cannot load the processor ({type(first).__name__}: {first})".splitlines()[0]) from None
+                error = e
+        raise ModelError(f"{name}: cannot load the processor ({type(error).__name__}: {error})".splitlines()[0]) from None
 
 
 def load_model(
@@ -67,9 +72,10 @@ def load_model(
     texts: Iterable[str] | None = None,
     seed: int = 0,
 ):
-    """(model, processor) from a preset name (`micro`, `smol`), a local directory or a cached HF id.
+    """(model, processor) from a preset name (`micro`, `smol`), a local directory or a Hugging Face id.
 
-    Offline only: anything that cannot be found locally raises a one-line ModelError. Presets
+    Hub ids download on first use, as in transformers, unless HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE
+    is set; anything that cannot be had raises a one-line ModelError (see `check_hub_id`). Presets
     that train their tokenizer on the dataset's own text take `data` (a dataset directory) or
     `texts`. dtype defaults to fp32 on CPU and bf16 on capable GPUs.
     """
@@ -90,19 +96,51 @@ def _load_pretrained(name: str | Path, dtype: torch.dtype):
     path = Path(name)
     if path.exists() and not (path / "config.json").is_file():
         raise ModelError(f"{name}: not a model directory (no config.json)")
-    if not path.exists() and not _in_hf_cache(str(name)):
-        raise ModelError(
-            f"{name}: not a preset ({', '.join(PRESETS)}), a local model directory or a Hugging Face id in the local "
-            "cache (downloads are disabled)"
-        )
+    if not path.exists():
+        check_hub_id(str(name), fetch=True)
+    local = _local_only(name)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(str(name), dtype=dtype, local_files_only=True)
-    except Exception as e:  # noqa: BLE001 - hub/IO/config errors all mean "not loadable offline"
-        where = "local directory" if path.exists() else "preset, local directory or cached Hugging Face model"
-        raise ModelError(
-            f"{name}: cannot load offline as a {where} ({type(e).__name__}: {e})".splitlines()[0][:300]
-        ) from None
+        model = AutoModelForImageTextToText.from_pretrained(str(name), dtype=dtype, local_files_only=local)
+    except Exception as e:  # noqa: BLE001 - hub/IO/config errors, reported in one line
+        where = "local directory" if path.exists() else "Hugging Face model"
+        raise ModelError(f"{name}: cannot load as a {where} ({type(e).__name__}: {e})".splitlines()[0][:300]) from None
     return model, load_processor(name)
+
+
+def offline_mode() -> bool:
+    """Whether the user turned the hub off (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE), read now."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return constants.HF_HUB_OFFLINE or any(v.strip().upper() in ("1", "ON", "YES", "TRUE") for v in flags)
+
+
+def _local_only(name: str | Path) -> bool:
+    return Path(name).exists() or offline_mode()
+
+
+def check_hub_id(name: str, fetch: bool) -> None:
+    """Raise a one-line ModelError unless `name` is a Hugging Face id that can be had.
+
+    The id must be well formed. With `fetch` (not for a dry run, which touches nothing): offline,
+    it must be in the local cache; online, its config.json is fetched (a few KB) so that an
+    unknown, gated or unreachable repo fails here, in one line, before any weights download."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    not_local = f"{name}: not a preset ({', '.join(PRESETS)}) or a local model directory"
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ModelError(f"{not_local}, nor a valid Hugging Face id") from None
+    if not fetch or _in_hf_cache(name):
+        return
+    if offline_mode():
+        raise ModelError(f"{not_local}, and not in the local Hugging Face cache; downloads are off "
+                         "(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set): unset it to download")
+    try:
+        _fetch_config(name)
+    except Exception as e:  # noqa: BLE001 - classified into one line
+        raise ModelError(f"{name}: {hub_error_reason(e)}") from None
 
 
 def _in_hf_cache(repo_id: str) -> bool:
@@ -114,6 +152,35 @@ def _in_hf_cache(repo_id: str) -> bool:
     except Exception:  # noqa: BLE001 - malformed ids are simply not cached
         return False
     return isinstance(found, str)
+
+
+def _fetch_config(name: str) -> None:
+    from huggingface_hub import hf_hub_download
+
+    hf_hub_download(name, "config.json")
+
+
+def hub_error_reason(e: Exception) -> str:
+    """Why a hub id could not be had, in words (for one-line errors)."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(e, GatedRepoError):
+        return "a gated Hugging Face repo: accept its terms on huggingface.co, then log in (`hf auth login`)"
+    if isinstance(e, RepositoryNotFoundError):
+        return "unknown Hugging Face id (no such repo, or a private one: log in with `hf auth login`)"
+    if isinstance(e, RevisionNotFoundError):
+        return "unknown revision of this Hugging Face repo"
+    if isinstance(e, LocalEntryNotFoundError):
+        return "cannot reach the Hugging Face hub, and the model is not in the local cache"
+    if isinstance(e, EntryNotFoundError):
+        return "this Hugging Face repo has no config.json (not a transformers model)"
+    return f"cannot fetch from the Hugging Face hub ({type(e).__name__}: {e})".splitlines()[0][:300]
 
 
 def save_checkpoint(model, processor, out: str | Path) -> Path:

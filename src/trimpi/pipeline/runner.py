@@ -29,9 +29,11 @@ from trimpi.pipeline.recipe import METHODS, Recipe
 RUN_FILE = "run.json"
 
 
-def check_model(name: str) -> None:
-    """The base model must be a preset, a tiny family, a model directory or a cached Hugging Face id."""
-    from trimpi.models.loading import _in_hf_cache
+def check_model(name: str, dry_run: bool = False) -> None:
+    """The base model must be a preset, a tiny family, a model directory or a Hugging Face id that
+    can be had (cached, or downloadable when online); a dry run only checks the id's form."""
+    from trimpi.errors import ModelError
+    from trimpi.models.loading import check_hub_id
     from trimpi.models.tiny import FAMILIES
 
     if name in MATERIALIZED:
@@ -45,8 +47,10 @@ def check_model(name: str) -> None:
         if not (path / "config.json").is_file():
             raise ConfigError(f"model: {name}: not a model directory (no config.json)")
         return
-    if not _in_hf_cache(name):
-        raise ConfigError(f"model: {name}: not a preset, tiny:<family>, model directory or cached Hugging Face id")
+    try:
+        check_hub_id(name, fetch=not dry_run)
+    except ModelError as e:
+        raise ConfigError(f"model: {e}") from None
 
 
 def check_data(recipe: Recipe, plan: Plan) -> None:
@@ -80,10 +84,10 @@ def check_data(recipe: Recipe, plan: Plan) -> None:
         raise ConfigError(f"data.path: {e}") from None
 
 
-def validate(recipe: Recipe, only: list[str] | None = None) -> Plan:
+def validate(recipe: Recipe, only: list[str] | None = None, dry_run: bool = False) -> Plan:
     """Check the model, plan the recipe (resolving every option) and check the data; raises a one-line
-    ConfigError."""
-    check_model(recipe.model)
+    ConfigError. A dry run does not check that a hub model can be had (it touches no weights)."""
+    check_model(recipe.model, dry_run)
     plan = make_plan(recipe, only)
     check_data(recipe, plan)
     return plan
@@ -146,7 +150,7 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
     Returns run.json's content."""
     out = Path(out)
     store = Path(store or out)
-    plan = validate(recipe, only)
+    plan = validate(recipe, only, dry_run)
     record = plan_record(plan, out, store)
     full = make_plan(recipe) if only else plan
     ctx = ctx or Context(out=store)
