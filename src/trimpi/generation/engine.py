@@ -2,8 +2,8 @@
 
 The trainer only talks to `GenerationEngine`: given prompts, return `n` sampled completions
 per prompt as token ids. `HFGenerateEngine` uses `model.generate` (KV cache, batched,
-left-padded); a vLLM engine can implement the same two methods (and load new weights in
-`update_weights`) without any change to the algorithm.
+left-padded); `trimpi.generation.vllm_engine.VLLMEngine` implements the same two methods with
+vLLM (loading new weights in `update_weights`) without any change to the algorithm.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class Completion:
     token_ids: list[int]
     text: str
     truncated: bool  # stopped by max_completion_length before an EOS
+    logprobs: list[float] | None = None  # per-token log-probs under the sampling distribution, when the engine gives them
 
 
 class GenerationEngine(Protocol):
@@ -48,6 +49,10 @@ class GenerationEngine(Protocol):
         """Make the engine sample from the current policy weights (no-op when it shares them)."""
         ...
 
+    def close(self) -> None:
+        """Release what the engine holds (processes, memory, files); a no-op when it holds nothing."""
+        ...
+
 
 def split_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
     """Cut generated ids after the first EOS (kept). Returns (ids, truncated)."""
@@ -55,6 +60,28 @@ def split_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool
         if tok in eos_ids:
             return ids[: k + 1], False
     return ids, True
+
+
+ENGINES = ("hf", "vllm")
+
+
+def build_engine(name: str, model, processor, batch_size: int = 16, vllm_options=None, seed: int = 0):
+    """The generation engine called `name`: "hf" (transformers generate on `model`, the default)
+    or "vllm" (`trimpi.generation.vllm_engine`; vllm_options: its `VLLMOptions`)."""
+    if name == "hf":
+        return HFGenerateEngine(model, processor, batch_size=batch_size)
+    if name == "vllm":
+        from trimpi.generation.vllm_engine import VLLMEngine, VLLMOptions
+
+        options = vllm_options or VLLMOptions()
+        if options.mode == "server":
+            from trimpi.generation.vllm_server import VLLMServerEngine
+
+            return VLLMServerEngine(model, processor, options, seed=seed)
+        return VLLMEngine(model, processor, options, seed=seed)
+    from trimpi.errors import ConfigError
+
+    raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {name!r}")
 
 
 class HFGenerateEngine:
@@ -76,6 +103,9 @@ class HFGenerateEngine:
 
     def update_weights(self, model) -> None:
         self.model = model
+
+    def close(self) -> None:
+        pass
 
     @torch.no_grad()
     def generate(self, prompts: list[Prompt], n: int, params: SamplingParams) -> list[list[Completion]]:
