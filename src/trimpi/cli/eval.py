@@ -43,6 +43,7 @@ def evaluate(
     = None,
     seed: Annotated[int, typer.Option(help="Seed for presets built on the fly.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    engine: Annotated[str, typer.Option(help="Generation engine: hf (transformers generate) or vllm.")] = "hf",
 ) -> None:
     """Evaluate a model: writes predictions_<protocol>.jsonl and scores.json, prints a summary."""
     from trimpi.eval.protocols import asks_for_all, parse_protocols
@@ -52,9 +53,13 @@ def evaluate(
         protocols=parse_protocols(protocols), batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit,
         placement=placement, scorer=scorer, judge_samples=judge_samples, efficiency_samples=efficiency_samples,
         efficiency_repeats=efficiency_repeats, baseline_scores=baseline_scores,
-        skip_inapplicable=asks_for_all(protocols), progress=progress,
+        skip_inapplicable=asks_for_all(protocols), progress=progress, engine=engine,
     )
     out = out or default_out(model)
+    if engine == "vllm":
+        from trimpi.generation.vllm_engine import import_vllm
+
+        import_vllm()  # a missing vLLM fails now, in one line, not after the model is loaded
     results = run_eval(model, data, out, opts, judge=judge, judge_model=judge_model, baseline_model=baseline_model,
                        dtype=dtype, device=device, seed=seed)
     for dataset, scores in results.items():

@@ -63,6 +63,15 @@ def rl(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (step, reward, "
                                                                            "accuracy, ETA).")] = True,
+    engine: Annotated[str, typer.Option(help="Rollout engine: hf (transformers generate) or vllm.")] = "hf",
+    vllm_mode: Annotated[str, typer.Option(help="colocate (vLLM in this process) or server (a `vllm serve` "
+                                                "process).")] = "colocate",
+    vllm_gpu_memory_utilization: Annotated[float, typer.Option(help="GPU memory share vLLM may take.")] = 0.3,
+    vllm_tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallel size.")] = 1,
+    vllm_enable_sleep_mode: Annotated[bool, typer.Option(help="Free vLLM's GPU memory between rollouts.")] = False,
+    vllm_importance_sampling_correction: Annotated[bool, typer.Option(
+        help="Truncated importance sampling for the vLLM/trainer log-prob mismatch (plain half only).")] = False,
+    vllm_importance_sampling_cap: Annotated[float, typer.Option(help="Cap of the TIS weight.")] = 3.0,
 ) -> None:
     """RL with GRPO or DAPO, optionally with PolicyRollout; writes a from_pretrained-loadable model."""
     import dataclasses
@@ -79,6 +88,10 @@ def rl(
     from trimpi.train.stage import prepare_stage_dir
 
     prepare_stage_dir(out, overwrite)  # refuse a finished --out before loading anything
+    if engine == "vllm":
+        from trimpi.generation.vllm_engine import import_vllm
+
+        import_vllm()  # a missing vLLM fails now, in one line, not after the model is loaded
     path = data / f"{split}.jsonl"
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected a dataset directory with {split}.jsonl)")
@@ -95,7 +108,10 @@ def rl(
         max_completion_length=max_completion_length, temperature=temperature, num_iterations=num_iterations,
         per_device_train_batch_size=per_device_train_batch_size, generation_batch_size=generation_batch_size,
         policy_placement=policy_placement, save_steps=save_steps, save_total_limit=save_total_limit, seed=seed,
-        scorer=scorer,
+        scorer=scorer, engine=engine, vllm_mode=vllm_mode, vllm_gpu_memory_utilization=vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=vllm_tensor_parallel_size, vllm_enable_sleep_mode=vllm_enable_sleep_mode,
+        vllm_importance_sampling_correction=vllm_importance_sampling_correction,
+        vllm_importance_sampling_cap=vllm_importance_sampling_cap,
     ).resolved()
     scoring = Scoring(cfg.scorer)
     rewards = RewardSpec.parse(reward, reward_weights, scoring)  # names and weights checked before anything loads

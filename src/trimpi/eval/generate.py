@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from trimpi.data.schema import Policy, PolicyStore, Record
-from trimpi.generation.engine import HFGenerateEngine
+from trimpi.generation.engine import GenerationEngine, build_engine
 from trimpi.generation.prompts import Prompt, PromptBuilder
 
 
@@ -19,9 +19,9 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def make_engine(model, processor, batch_size: int) -> HFGenerateEngine:
-    """An HF generate engine on `model` (its inputs follow the model's device and dtype)."""
-    return HFGenerateEngine(model, processor, batch_size=batch_size)
+def make_engine(model, processor, batch_size: int, engine: str = "hf") -> GenerationEngine:
+    """A generation engine on `model`: HF generate (its inputs follow the model's device and dtype) or vLLM."""
+    return build_engine(engine, model, processor, batch_size)
 
 
 # Generation-config fields that would bend greedy decoding away from the arg-max, and their neutral values.

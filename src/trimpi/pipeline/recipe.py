@@ -17,6 +17,7 @@
     methods: [cot_sft, trimpi_grpo]
     eval: {protocols: [accuracy], batch_size: 8, max_new_tokens: 512}
     accelerate: configs/accelerate/zero3.yaml
+    engine: vllm                 # optional: RL rollouts and evaluation with vLLM (default hf)
 
 Every section forbids unknown keys; stage sections accept the fields of the library's option
 types (`StageOptions`, `RLConfig`, `WarmupOptions`, `EvalOptions`) that the pipeline does not
@@ -125,6 +126,16 @@ class Recipe(BaseModel):
     methods: list[str]
     eval: dict[str, Any] = Field(default_factory=lambda: {"protocols": ["accuracy"]})
     accelerate: str | None = None
+    engine: str = "hf"  # generation engine of RL rollouts and evaluation: hf or vllm (a stage's own key wins)
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, engine: str) -> str:
+        from trimpi.generation.engine import ENGINES
+
+        if engine not in ENGINES:
+            raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+        return engine
 
     @field_validator("methods")
     @classmethod
@@ -143,6 +154,10 @@ class Recipe(BaseModel):
         from trimpi.train.sft import StageOptions
         from trimpi.train.warmup import WarmupOptions
 
+        if self.engine != "hf":
+            for name in ("grpo", "dapo"):
+                self.stages[name] = {"engine": self.engine, **(self.stages.get(name) or {})}
+            self.eval = {"engine": self.engine, **self.eval}
         for name, values in self.stages.items():
             if name in ("cpt", "sft", "direct_sft"):
                 self.stages[name] = _dataclass_section(StageOptions, values, STAGE_RESERVED, f"stages.{name}")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from trimpi.data.answers import DEFAULT_TEXT_SCORER
 from trimpi.data.gta.scorers import SCORER_NAMES
 from trimpi.errors import ConfigError
+from trimpi.generation.engine import ENGINES
 from trimpi.train.rl.core_algos import LOSS_TYPES, SCALE_REWARDS
 
 ALGOS = ("grpo", "dapo")
@@ -57,6 +58,13 @@ class RLConfig:
     # "default" (MiniLM BERTScore when installed, else lexical F1), "bertscore" or "lexical".
     scorer: str = DEFAULT_TEXT_SCORER
     reward_weights: dict[str, float] = field(default_factory=lambda: {"accuracy": 0.9, "format": 0.1})
+    engine: str = "hf"  # rollout engine: hf (transformers generate) or vllm (trimpi.generation.vllm_engine)
+    vllm_mode: str = "colocate"  # colocate (in this process) or server (a `vllm serve` process)
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_tensor_parallel_size: int = 1
+    vllm_enable_sleep_mode: bool = False  # GPU only
+    vllm_importance_sampling_correction: bool = False  # truncated IS on the plain half (update.py)
+    vllm_importance_sampling_cap: float = 3.0
 
     def resolved(self) -> RLConfig:
         """A copy with algorithm defaults filled in, validated (raises ConfigError)."""
@@ -88,6 +96,10 @@ class RLConfig:
             (self.policy_placement in ("system", "user"), "--policy-placement must be system or user"),
             (self.scorer in SCORER_NAMES, f"--scorer must be one of {', '.join(SCORER_NAMES)}, got {self.scorer!r}"),
             (self.max_steps > 0 or self.epochs > 0, "set --max-steps or --epochs > 0"),
+            (self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}"),
+            (self.vllm_importance_sampling_cap >= 1, "--vllm-importance-sampling-cap must be >= 1"),
+            (not self.vllm_importance_sampling_correction or self.engine == "vllm",
+             "--vllm-importance-sampling-correction needs --engine vllm"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -27,7 +27,7 @@ import torch
 from trimpi.data.answers import Judge, Scoring
 from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import ConfigError
-from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, SamplingParams
+from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, SamplingParams, build_engine
 from trimpi.generation.prompts import PromptBuilder
 from trimpi.models.processing import tokenizer_of
 from trimpi.train.rl import checkpoint as ckpt
@@ -86,6 +86,18 @@ def reference_model(cfg: RLConfig, model, ref_model=None):
 def config_rewards(cfg: RLConfig, judge: Judge | None = None) -> RewardSpec:
     """The built-in rewards weighted by cfg.reward_weights, accuracy scored with cfg.scorer (and `judge`)."""
     return RewardSpec(funcs=builtin_rewards(Scoring(cfg.scorer, judge)), weights=dict(cfg.reward_weights))
+
+
+def rollout_engine(cfg: RLConfig, policy, processor) -> GenerationEngine:
+    """The engine cfg.engine names, sampling from `policy` (vLLM: its weights synced in every step)."""
+    if cfg.engine == "hf":
+        return HFGenerateEngine(policy, processor, batch_size=cfg.generation_batch_size)
+    from trimpi.generation.vllm_engine import VLLMOptions
+
+    options = VLLMOptions(mode=cfg.vllm_mode, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                          tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+                          enable_sleep_mode=cfg.vllm_enable_sleep_mode)
+    return build_engine(cfg.engine, policy, processor, cfg.generation_batch_size, options, seed=cfg.seed)
 
 
 def pad_token_id(processor) -> int:
@@ -147,7 +159,7 @@ def train_rl(
     if ref_model is not None:
         ref_model.to(accelerator.device)
     pad_id = pad_token_id(processor)
-    engine = engine or HFGenerateEngine(policy, processor, batch_size=cfg.generation_batch_size)
+    own_engine, engine = engine is None, engine or rollout_engine(cfg, policy, processor)
     sample = functools.partial(
         sample_groups, engine, PromptBuilder(processor, data_root, placement=cfg.policy_placement),
         num_generations=cfg.num_generations, rewards=rewards,
@@ -199,6 +211,8 @@ def train_rl(
 
     # --- save the model, then mark the stage finished
     logger.close()
+    if own_engine:
+        engine.close()
     accelerator.wait_for_everyone()
     ckpt.save_final(accelerator, model, processor, out)
     if accelerator.is_main_process:
