@@ -97,6 +97,20 @@ def clipped_policy_loss(
     return loss, low, high
 
 
+def truncated_is_weights(
+    old_logps: torch.Tensor, sampling_logps: torch.Tensor, cap: float, corrected: torch.Tensor
+) -> torch.Tensor:
+    """Truncated importance sampling (TIS) weights for a sampler whose log-probs differ from the
+    trainer's (vLLM's kernels are not the trainer's): w = min(exp(old_logps - sampling_logps), cap).
+
+    old_logps, sampling_logps: (N, T) the trainer's (π_old) and the sampler's log-probs of the
+    sampled tokens; corrected: (N,) bool, rows that get the weight (others get 1). Returns (N, T),
+    no gradient. Multiplies the per-token policy loss (not the KL term), as in TRL.
+    """
+    w = torch.exp(old_logps - sampling_logps).clamp(max=cap)
+    return torch.where(corrected.unsqueeze(-1), w, torch.ones_like(w)).detach()
+
+
 @dataclass(frozen=True)
 class LossNormalizer:
     """Batch-level quantities that divide the summed loss, fixed for one optimizer step.

@@ -48,6 +48,7 @@ class RolloutBatch:
     mask: torch.Tensor  # (N, T) completion-token mask, truncated rows zeroed if masked
     old_logps: torch.Tensor | None = None  # (N, T) filled when updates are off-policy
     ref_logps: torch.Tensor | None = None  # (N, T) filled when beta > 0
+    sampling_logps: torch.Tensor | None = None  # (N, T) the engine's own log-probs, when it gives them (vLLM)
 
     @property
     def completions(self) -> list[list[int]]:
@@ -99,7 +100,18 @@ def make_batch(samples: list[Sample], scale_rewards: str, mask_truncated: bool) 
         policy_aware=torch.tensor([s.policy_aware for s in samples], dtype=torch.bool),
         truncated=truncated,
         mask=mask,
+        sampling_logps=_sampling_logps([s.completion for s in samples], mask.shape[1]),
     )
+
+
+def _sampling_logps(completions: list[Completion], t: int) -> torch.Tensor | None:
+    """(N, T) right-padded sampling log-probs, or None unless every completion carries them."""
+    if not completions or any(c.logprobs is None for c in completions):
+        return None
+    out = torch.zeros(len(completions), t)
+    for i, c in enumerate(completions):
+        out[i, : len(c.logprobs)] = torch.tensor(c.logprobs[:t], dtype=torch.float32)
+    return out
 
 
 @dataclass

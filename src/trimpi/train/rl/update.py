@@ -2,6 +2,13 @@
 
 Every sample is scored with its stored prompt, which for PolicyRollout samples is the
 no-policy prompt, so old / reference / current log-probs all condition on (Q, I) only.
+
+Truncated importance sampling (cfg.vllm_importance_sampling_correction) reweights plain samples
+by min(π_old / π_vLLM, cap): the two engines' kernels differ, so the sampler is slightly off the
+trainer's policy. It is never applied to policy-aware samples: they were sampled from
+π(·|Q, I, P) on purpose and are trained as if from π(·|Q, I); their ratio measures the policy
+in context, not a numerical mismatch, and correcting it would down-weight exactly the
+samples PolicyRollout adds.
 """
 
 from __future__ import annotations
@@ -12,7 +19,13 @@ import torch
 import torch.distributed as dist
 
 from trimpi.generation.prompts import to_model
-from trimpi.train.rl.core_algos import LossNormalizer, aggregate_loss, clipped_policy_loss, kl_k3
+from trimpi.train.rl.core_algos import (
+    LossNormalizer,
+    aggregate_loss,
+    clipped_policy_loss,
+    kl_k3,
+    truncated_is_weights,
+)
 from trimpi.train.rl.encoding import completion_logps, scoring_batch
 from trimpi.train.rl.metrics import MetricSums
 from trimpi.train.rl.rollout import RolloutBatch, Sample
@@ -122,6 +135,9 @@ def policy_update(
             per_tok, low, high = clipped_policy_loss(
                 logps, old, batch.advantages[sl].to(device), cfg.epsilon, cfg.epsilon_high
             )
+            if cfg.vllm_importance_sampling_correction and batch.sampling_logps is not None:
+                per_tok = per_tok * truncated_is_weights(old, batch.sampling_logps[sl].to(device),
+                                                         cfg.vllm_importance_sampling_cap, ~batch.policy_aware[sl])
             if cfg.beta > 0:
                 kl = kl_k3(logps, batch.ref_logps[sl].to(device))
                 per_tok = per_tok + cfg.beta * kl
