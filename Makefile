@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-vllm test-slow repro bench-render bench-rollout micro-base setup setup-vllm clean
+.PHONY: demo test test-vllm test-vllm-slow test-slow repro bench-render bench-rollout micro-base setup setup-vllm clean
 
 setup: $(STAMP)
 
@@ -78,6 +78,14 @@ $(VLLM_STAMP): pyproject.toml constraints.txt tools/torchvision_cpu_shim.py
 # The engine tests (tiny Idefics3 and Qwen2.5-VL; about 4 minutes); `make test` runs them too.
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/python -m pytest tests/test_vllm_*.py
+
+# Server mode (`vllm serve` in a child process): about 3-5 minutes more on 2 cores.
+test-vllm-slow: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest -m slow tests/test_vllm_*.py
+
+# HF generate vs vLLM: rollout tokens/s and RL seconds per step on micro and smol (see benchmarks/RESULTS.md).
+bench-rollout: $(VLLM_STAMP)
+	$(VLLM_BIN)/python benchmarks/rollout_engines.py --out runs/bench-rollout.json
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .venv-blender runs
