@@ -190,6 +190,7 @@ class VLLMEngine:
         self.tokenizer = tokenizer_of(processor)
         self.stop_ids = eos_ids(model, processor)
         self.suppress = visual_token_ids(processor, getattr(base_model(model), "config", None))
+        self.sleeping = False
         self.workdir = Path(tempfile.mkdtemp(prefix="trimpi-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         write_model_files(model, processor, self.workdir)
         self.llm = self._start(vllm, model, seed)
@@ -219,6 +220,9 @@ class VLLMEngine:
             torch.set_num_threads(threads)
 
     def update_weights(self, model) -> None:
+        if self.sleeping:
+            self.llm.wake_up()
+            self.sleeping = False
         with merged_state(model) as state:
             weights = checkpoint_state(base_model(model), state)
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
@@ -242,7 +246,13 @@ class VLLMEngine:
         # one seed per prompt, drawn from torch's generator: seeded runs (and resumed ones) sample the same
         seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
         sampling = [self.sampling_params(n, params, s) for s in seeds]
+        if self.sleeping:
+            self.llm.wake_up()
+            self.sleeping = False
         outputs = self.llm.generate([vllm_request(p) for p in prompts], sampling, use_tqdm=False)
+        if self.options.enable_sleep_mode:  # GPU: give the memory back to the trainer until the next rollout
+            self.llm.sleep(level=1)
+            self.sleeping = True
         return to_completions(outputs, self.tokenizer, self.stop_ids)
 
     def close(self) -> None:
