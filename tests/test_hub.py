@@ -78,13 +78,37 @@ def test_online_id_is_fetched_not_refused(monkeypatch):
     assert fetched == ["some-org/some-model"] and "cannot load as a Hugging Face model" in str(e.value)
 
 
-def test_dry_run_plans_an_uncached_model_offline(monkeypatch, tmp_path):
+def test_dry_run_offline_and_uncached_says_so_in_one_line(monkeypatch, tmp_path):
+    """The plan sizes the model from its config.json; offline and not cached, that is the one-line error."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    lines: list[str] = []
-    record = run_recipe(load_recipe(PAPER), tmp_path / "run", dry_run=True, echo=lines.append)
-    assert record["steps"] and len(lines) == len(record["steps"]) and not (tmp_path / "run").exists()
-    with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
-        run_recipe(load_recipe(PAPER), tmp_path / "run", echo=lines.append)
+    with pytest.raises(ConfigError) as e:
+        run_recipe(load_recipe(PAPER), tmp_path / "run", dry_run=True, echo=lambda line: None)
+    assert "not in the local Hugging Face cache" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_dry_run_online_reads_the_config_and_never_the_weights(monkeypatch, tmp_path):
+    import transformers
+
+    from trimpi.models.tiny import build_tiny
+    from trimpi.pipeline import options
+
+    fetched = _online(monkeypatch)
+    config = build_tiny("qwen2_5_vl")[0].config
+    asked = []
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda name, **kw: asked.append(kw) or config)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a dry run loaded weights")
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", no_weights)
+    options.model_parameters.cache_clear()
+    try:
+        lines: list[str] = []
+        record = run_recipe(load_recipe(PAPER), tmp_path / "run", dry_run=True, echo=lines.append)
+    finally:
+        options.model_parameters.cache_clear()
+    assert fetched == ["Qwen/Qwen2.5-VL-7B-Instruct"] and asked == [{"local_files_only": False}]
+    assert record["steps"] and not (tmp_path / "run").exists()
 
 
 def test_only_the_demo_forces_offline():

@@ -40,8 +40,16 @@ def model_parameters(name: str) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
+    from trimpi.errors import ModelError
+    from trimpi.models.loading import check_hub_id, offline_mode
+
+    if not Path(name).exists():
+        try:
+            check_hub_id(name, fetch=True)  # config.json only (a few KB), never weights
+        except ModelError as e:
+            raise ConfigError(f"model: {e}") from None
     try:
-        config = AutoConfig.from_pretrained(name, local_files_only=True)
+        config = AutoConfig.from_pretrained(name, local_files_only=offline_mode() or Path(name).exists())
         with torch.device("meta"):
             model = AutoModelForImageTextToText.from_config(config)
     except Exception as e:  # noqa: BLE001 - any config problem means the size (and so the defaults) is unknown
