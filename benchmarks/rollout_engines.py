@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 # preset -> (prompts per rollout, G, completion length, RL steps): smol is ~30x slower per token
-SHAPES = {"micro": (8, 8, 64, 4), "smol": (4, 4, 32, 3)}
+SHAPES = {"micro": (4, 8, 64, 3), "smol": (2, 4, 32, 3)}
 
 
 def cpu_model() -> str:

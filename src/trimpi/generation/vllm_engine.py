@@ -179,6 +179,15 @@ def to_completions(outputs, tokenizer, stop_ids: set[int]) -> list[list[Completi
     return groups
 
 
+def request_seeds(n: int) -> list[int | None]:
+    """One sampling seed per prompt, drawn from torch's generator: seeded runs (and resumed ones) sample
+    the same. Not on CPU: vLLM 0.32's CPU runner crashes ("CPU Generator does not use offset") when a
+    seeded request's prefill is split over steps; there the engine's own seed (set once) is all."""
+    if not torch.cuda.is_available():
+        return [None] * n
+    return torch.randint(0, 2**31 - 1, (n,)).tolist()
+
+
 class VLLMEngine:
     """Colocated vLLM: `LLM` in this process, fed the trainer's weights by `update_weights`."""
 
@@ -243,8 +252,7 @@ class VLLMEngine:
     def generate(self, prompts: list[Prompt], n: int, params: SamplingParams) -> list[list[Completion]]:
         if not prompts:
             return []
-        # one seed per prompt, drawn from torch's generator: seeded runs (and resumed ones) sample the same
-        seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+        seeds = request_seeds(len(prompts))
         sampling = [self.sampling_params(n, params, s) for s in seeds]
         if self.sleeping:
             self.llm.wake_up()

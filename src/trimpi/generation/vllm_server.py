@@ -43,6 +43,7 @@ from trimpi.generation.vllm_engine import (
     import_vllm,
     merged_state,
     model_dtype,
+    request_seeds,
     write_model_files,
 )
 from trimpi.models.processing import tokenizer_of, visual_token_ids
@@ -168,7 +169,7 @@ class VLLMServerEngine:
         self._post("/reset_encoder_cache")
         shutil.rmtree(weights, ignore_errors=True)
 
-    def _request(self, prompt: Prompt, n: int, params: SamplingParams, seed: int) -> list[Completion]:
+    def _request(self, prompt: Prompt, n: int, params: SamplingParams, seed: int | None) -> list[Completion]:
         greedy = params.top_k == 1
         body = {
             "model": str(self.workdir / "model"),
@@ -196,7 +197,7 @@ class VLLMServerEngine:
     def generate(self, prompts: list[Prompt], n: int, params: SamplingParams) -> list[list[Completion]]:
         if not prompts:
             return []
-        seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+        seeds = request_seeds(len(prompts))
         with ThreadPoolExecutor(max_workers=min(32, len(prompts))) as pool:  # the server batches them
             return list(pool.map(lambda ps: self._request(ps[0], n, params, ps[1]), zip(prompts, seeds)))
 
