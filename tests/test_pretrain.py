@@ -185,3 +185,20 @@ def test_length_grouped_micro_batches_give_the_same_gradients(tmp_path):
     assert len(g_whole) == len(g_split)
     for a, b in zip(g_whole, g_split, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_tool_items_follow_their_own_rules_never_gtapolicys():
+    from trimpi.data.gta.rules import versioned_name
+    from trimpi.data.pretrain.tools import GTA_ASSIGNMENTS, _assignment, random_rules, tool_item
+
+    for i in range(40):
+        rules = random_rules(np.random.default_rng(i))
+        assert _assignment(rules) not in GTA_ASSIGNMENTS
+    differs = 0
+    for i in range(40):
+        text, question, answer, meta = tool_item(np.random.default_rng([7, i]), f"k{i}")
+        assert "GTAPolicy" not in text and meta["name"].startswith("Tools-")
+        assert answer.startswith(meta["tool"] + "_v") and f"call {answer}." in text
+        assert meta["tool"] in question
+        differs += answer != versioned_name(meta["tool"], meta["profile"])
+    assert differs > 0  # the answers are not GTAPolicy's

@@ -15,10 +15,11 @@ Kinds (default mix in MIX):
              system or the user turn) → gold trace and boxed answer, or the boxed answer alone
   override   an old policy in the system turn, its update under the same name in the user turn
              → the answer of the update
+  tools      a random GTA-style tool policy in the system turn, a user profile → the tool version
+             the rules allow (`tools`; never GTAPolicy's own rules)
 
 Layout: CORPUS/corpus.json (the config), CORPUS/crops/ (variant-M attribute crops),
 CORPUS/shard-00000/{items.jsonl, images/} ...; image paths in items are relative to CORPUS.
-GTA-style tool-call items are not generated yet (GTA words are in the tokenizer corpus).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ from trimpi.data.pretrain.augment import SIZES, augment
 from trimpi.data.schema import Policy, Record, render_messages
 from trimpi.errors import ConfigError
 
-MIX = {"exist": 0.22, "count": 0.04, "object": 0.08, "caption": 0.04, "general": 0.10, "policy": 0.42,
-       "override": 0.10}
+MIX = {"exist": 0.22, "count": 0.04, "object": 0.08, "caption": 0.04, "general": 0.10, "policy": 0.38,
+       "override": 0.08, "tools": 0.06}
 DEPTHS = (2, 4, 6)
 UPDATE_NOTE = "Policy {name} has been updated. The version below replaces the earlier one.\n\n"
 OBJECT_PROMPT = "Describe the object at x={x}%, y={y}% of the image."
@@ -183,6 +184,14 @@ def make_item(cfg: CorpusConfig, index: int, image_rel: str, root: Path, excl: s
     rid = f"pretrain-{cfg.seed}-{index:08d}"
     if kind in ("policy", "override"):
         messages, meta = policy_messages(kind, rid, image_rel, scene["objects"], rng, excl)
+    elif kind == "tools":
+        from trimpi.data.pretrain.tools import tool_item
+
+        text, question, answer, meta = tool_item(rng, rid)
+        messages = [{"role": "system", "content": [{"type": "text", "text": text}]},
+                    {"role": "user", "content": [{"type": "image", "path": image_rel},
+                                                 {"type": "text", "text": question}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
     else:
         question, answer = perception_qa(kind, scene, rng)
         messages = [{"role": "user", "content": [{"type": "image", "path": image_rel},
