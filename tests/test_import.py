@@ -255,6 +255,9 @@ BAD_CASES = {
                      "ex.jsonl:5: field 'images': policy.md is not a readable image"),
     "unknown split": (lambda s: s.__setitem__(5, {**s[5], "split": "validation"}),
                       "ex.jsonl:6: field 'split': unknown split 'validation'"),
+    "repeated id": (lambda s: s.__setitem__(7, {**s[7], "id": "r1", "split": "test"}) or
+                    s.__setitem__(1, {**s[1], "split": "test"}),
+                    "ex.jsonl:8: field 'id': 'r1' repeats"),
 }
 
 

@@ -126,7 +126,7 @@ def check_example(ex: Example, policies: dict[str, PolicyDoc], overrides: dict[s
 
 
 def read_examples(opts: ImportOptions) -> list[Example]:
-    """Every row of every examples file, converted and checked for duplicate ids."""
+    """Every row of every examples file, converted; rows without an id are named FILE-STEM-N."""
     examples: list[Example] = []
     expected = {opts.columns.get(f, f) for f in ("query", "answer", "messages", "prompt")}
     for path in opts.examples:
@@ -137,13 +137,17 @@ def read_examples(opts: ImportOptions) -> list[Example]:
             examples.append(ex)
     if not examples:
         raise DataError(f"{', '.join(map(str, opts.examples))}: no examples")
-    seen: dict[str, str] = {}
+    return examples
+
+
+def check_unique_ids(examples: list[Example]) -> None:
+    """Ids are unique within each split (once every row has its split)."""
+    seen: dict[tuple[str | None, str | None], str] = {}
     for ex in examples:
         key = (ex.split, ex.id)
         if key in seen:
-            raise DataError(f"{ex.where}: field 'id': {ex.id!r} repeats {seen[key]}")
+            raise DataError(f"{ex.where}: field 'id': {ex.id!r} repeats {seen[key]} in split {ex.split!r}")
         seen[key] = ex.where
-    return examples
 
 
 def record_dict(ex: Example, images: list[str], scene: str | None, task: str) -> dict[str, Any]:
@@ -190,6 +194,7 @@ def import_dataset(opts: ImportOptions, out: str | Path, overwrite: bool = False
     for ex in examples:
         check_example(ex, policies, overrides, opts.answer_type)
     assign_splits(examples, opts.test_fraction, opts.seed)
+    check_unique_ids(examples)
     with exclusive(out), staged_directory(out, overwrite) as stage:
         store = MediaStore(stage / "images", opts.images, opts.workers)
         images = store.add_all((ex.images, ex.base, ex.where) for ex in examples)
