@@ -201,8 +201,12 @@ class VLLMEngine:
         self.suppress = visual_token_ids(processor, getattr(base_model(model), "config", None))
         self.sleeping = False
         self.workdir = Path(tempfile.mkdtemp(prefix="trimpi-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-        write_model_files(model, processor, self.workdir)
-        self.llm = self._start(vllm, model, seed)
+        try:
+            write_model_files(model, processor, self.workdir)
+            self.llm = self._start(vllm, model, seed)
+        except BaseException:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
         for weights in self.workdir.glob("*.safetensors*"):  # loaded; later weights come from update_weights
             weights.unlink()
 
