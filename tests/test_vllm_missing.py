@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from test_rl_fixtures import make_dataset
 from trimpi.cli import app
 from trimpi.errors import ConfigError
-from trimpi.generation.engine import build_engine
+from trimpi.generation.registry import build_engine
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 

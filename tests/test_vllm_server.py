@@ -14,7 +14,8 @@ pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm`
 
 from _vllm_fixtures import GREEDY, OPTIONS, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts, tiny  # noqa: E402
 from test_rl_fixtures import make_dataset  # noqa: E402
-from trimpi.generation.engine import SamplingParams, build_engine  # noqa: E402
+from trimpi.generation.engine import SamplingParams  # noqa: E402
+from trimpi.generation.registry import build_engine
 
 
 @pytest.mark.slow  # a second process that imports vLLM and starts a server: minutes on 2 cores (make test-vllm-slow)

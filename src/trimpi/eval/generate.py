@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import torch
 
 from trimpi.data.schema import Policy, PolicyStore, Record
-from trimpi.generation.engine import GenerationEngine, build_engine
+from trimpi.generation.engine import GenerationEngine
 from trimpi.generation.prompts import Prompt, PromptBuilder
+from trimpi.generation.registry import build_engine
 
 
 def model_device(model) -> torch.device:

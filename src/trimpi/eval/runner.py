@@ -33,10 +33,11 @@ from trimpi.eval.protocols import PROTOCOLS, check_files, inapplicable, resolve_
 from trimpi.eval.referral import score_referral, summarize_referral
 from trimpi.eval.scoring import check_judge, score_example, summarize
 from trimpi.generation.client import ChatClient
-from trimpi.generation.engine import ENGINES, Completion, GenerationEngine
+from trimpi.generation.engine import Completion, GenerationEngine
 from trimpi.generation.greedy import generate_texts
 from trimpi.generation.judge import AnswerJudge
 from trimpi.generation.prompts import PromptBuilder
+from trimpi.generation.registry import ENGINES
 
 
 @dataclass

@@ -62,28 +62,6 @@ def split_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool
     return ids, True
 
 
-ENGINES = ("hf", "vllm")
-
-
-def build_engine(name: str, model, processor, batch_size: int = 16, vllm_options=None, seed: int = 0):
-    """The generation engine called `name`: "hf" (transformers generate on `model`, the default)
-    or "vllm" (`trimpi.generation.vllm_engine`; vllm_options: its `VLLMOptions`)."""
-    if name == "hf":
-        return HFGenerateEngine(model, processor, batch_size=batch_size)
-    if name == "vllm":
-        from trimpi.generation.vllm_engine import VLLMEngine, VLLMOptions
-
-        options = vllm_options or VLLMOptions()
-        if options.mode == "server":
-            from trimpi.generation.vllm_server import VLLMServerEngine
-
-            return VLLMServerEngine(model, processor, options, seed=seed)
-        return VLLMEngine(model, processor, options, seed=seed)
-    from trimpi.errors import ConfigError
-
-    raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {name!r}")
-
-
 class HFGenerateEngine:
     """Sampling with transformers' `generate` on the training model itself (shared weights)."""
 

@@ -131,7 +131,7 @@ class Recipe(BaseModel):
     @field_validator("engine")
     @classmethod
     def _engine(cls, engine: str) -> str:
-        from trimpi.generation.engine import ENGINES
+        from trimpi.generation.registry import ENGINES
 
         if engine not in ENGINES:
             raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from trimpi.data.answers import DEFAULT_TEXT_SCORER
 from trimpi.data.gta.scorers import SCORER_NAMES
 from trimpi.errors import ConfigError
-from trimpi.generation.engine import ENGINES
+from trimpi.generation.registry import ENGINES
 from trimpi.train.rl.core_algos import LOSS_TYPES, SCALE_REWARDS
 
 ALGOS = ("grpo", "dapo")

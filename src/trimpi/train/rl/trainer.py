@@ -27,8 +27,9 @@ import torch
 from trimpi.data.answers import Judge, Scoring
 from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import ConfigError
-from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, SamplingParams, build_engine
+from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, SamplingParams
 from trimpi.generation.prompts import PromptBuilder
+from trimpi.generation.registry import build_engine
 from trimpi.models.processing import tokenizer_of
 from trimpi.train.rl import checkpoint as ckpt
 from trimpi.train.rl.config import RLConfig

@@ -1,0 +1,29 @@
+"""Generation engines by name: the one place that knows every engine ("hf", "vllm").
+
+Kept apart from `engine` (the interface and the HF engine) because the vLLM engines import
+that interface: selecting them from there would make an import cycle.
+"""
+
+from __future__ import annotations
+
+from trimpi.errors import ConfigError
+from trimpi.generation.engine import HFGenerateEngine
+
+ENGINES = ("hf", "vllm")
+
+
+def build_engine(name: str, model, processor, batch_size: int = 16, vllm_options=None, seed: int = 0):
+    """The generation engine called `name`: "hf" (transformers generate on `model`, the default)
+    or "vllm" (`trimpi.generation.vllm_engine`; vllm_options: its `VLLMOptions`)."""
+    if name == "hf":
+        return HFGenerateEngine(model, processor, batch_size=batch_size)
+    if name == "vllm":
+        from trimpi.generation.vllm_engine import VLLMEngine, VLLMOptions
+
+        options = vllm_options or VLLMOptions()
+        if options.mode == "server":
+            from trimpi.generation.vllm_server import VLLMServerEngine
+
+            return VLLMServerEngine(model, processor, options, seed=seed)
+        return VLLMEngine(model, processor, options, seed=seed)
+    raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {name!r}")
