@@ -19,12 +19,11 @@ This module holds the section's options and the pure helpers the executors use.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trimpi.data.clevr.tree import tree_key
 from trimpi.data.io import read_json
 from trimpi.errors import ConfigError, DataError
 
@@ -80,12 +79,6 @@ def data_config(opts: BaseOptions, seed: int) -> dict[str, Any]:
                                      seed=SEED_STREAM + 1000 * seed + (v == "M")).model_dump()
               for v in opts.variants}
     return {"source": "policy_base", "clevr": builds}
-
-
-def tree_key(policy: dict) -> str:
-    """What makes two ClevrPolicy policies the same decision procedure: root and nodes."""
-    blob = json.dumps({"root": policy["root"], "nodes": policy["nodes"]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def dataset_tree_keys(data: str | Path) -> set[str]:

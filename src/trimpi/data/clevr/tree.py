@@ -12,6 +12,8 @@ The saved form is plain JSON so that anyone can re-check answers without this co
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,3 +143,9 @@ def decide(tree: dict, objects: list[dict]) -> str:
 
 def tree_depth(tree: dict) -> int:
     return max(len(node_id.split(".")) for node_id in tree["nodes"])
+
+
+def tree_key(tree: dict) -> str:
+    """What makes two saved decision trees the same procedure: root and nodes (not name or text)."""
+    blob = json.dumps({"root": tree["root"], "nodes": tree["nodes"]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

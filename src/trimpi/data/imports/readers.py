@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trimpi.data.io import numbered_jsonl
 from trimpi.errors import DataError
 
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -34,20 +35,8 @@ class Row:
 
 
 def _jsonl(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as f:
-        try:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: malformed JSON line ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{n}: expected a JSON object per line")
-                yield Row(f"{path}:{n}", obj, path.parent)
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: not UTF-8 text") from None
+    for n, obj in numbered_jsonl(path):
+        yield Row(f"{path}:{n}", obj, path.parent)
 
 
 def _json(path: Path) -> Iterator[Row]:

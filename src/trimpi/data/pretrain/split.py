@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from trimpi.data.clevr.policy import CONSONANTS, VOWELS
+from trimpi.data.clevr.tree import tree_key
 from trimpi.data.io import read_json
 from trimpi.errors import DataError
 
@@ -51,12 +52,6 @@ def name_syllables(name: str) -> int:
                                                                                       for c in word[1::2]):
         return 0
     return len(word) // 2
-
-
-def tree_key(tree: dict) -> str:
-    """What makes two decision trees the same procedure: root and nodes."""
-    blob = json.dumps({"root": tree["root"], "nodes": tree["nodes"]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def scene_key(objects: list[dict]) -> str:
