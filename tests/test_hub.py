@@ -79,10 +79,15 @@ def test_online_id_is_fetched_not_refused(monkeypatch):
 
 
 def test_dry_run_offline_and_uncached_says_so_in_one_line(monkeypatch, tmp_path):
-    """The plan sizes the model from its config.json; offline and not cached, that is the one-line error."""
+    """The plan sizes the model from its config.json; offline and not cached, a dry run still shows the plan
+    after a one-line note (defaults of a large model), and a real run stops with that line."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lines: list[str] = []
+    record = run_recipe(load_recipe(PAPER), tmp_path / "run", dry_run=True, echo=lines.append)
+    assert lines[0].startswith("note: ") and "not in the local Hugging Face cache" in lines[0]
+    assert len(lines) == 1 + len(record["steps"])
     with pytest.raises(ConfigError) as e:
-        run_recipe(load_recipe(PAPER), tmp_path / "run", dry_run=True, echo=lambda line: None)
+        run_recipe(load_recipe(PAPER), tmp_path / "run", echo=lambda line: None)
     assert "not in the local Hugging Face cache" in str(e.value) and "\n" not in str(e.value)
 
 

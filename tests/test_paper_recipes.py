@@ -16,6 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from trimpi.errors import ConfigError
 from trimpi.pipeline import load_recipe, run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,17 +44,36 @@ def scale_down(values: dict) -> dict:
             "stages": stages, "eval": evaluation}
 
 
-def _dry_run_lines(recipe: Path, tmp_path: Path, *args: str) -> list[str]:
+def _invoke_run(recipe: Path, tmp_path: Path, *args: str):
     import typer
 
     from trimpi.cli.run import run
 
     app = typer.Typer()
     app.command()(run)
-    result = CliRunner().invoke(app, [str(recipe), "--out", str(tmp_path / "out"), "--dry-run", "--no-progress",
-                                      "--model", TINY_MODEL, *args])
+    return CliRunner().invoke(app, [str(recipe), "--out", str(tmp_path / "out"), "--no-progress", *args])
+
+
+def _dry_run_lines(recipe: Path, tmp_path: Path, *args: str) -> list[str]:
+    result = _invoke_run(recipe, tmp_path, "--dry-run", "--model", TINY_MODEL, *args)
     assert result.exit_code == 0, result.output
     return result.output.splitlines()
+
+
+def test_paper_recipe_as_shipped_dry_runs_offline_without_its_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))  # the 7B model is surely not cached there
+    recipe = ROOT / "configs" / "paper" / "qwen2.5-vl-7b-clevr-t-d6.yaml"
+    result = _invoke_run(recipe, tmp_path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("note: ") and "Qwen/Qwen2.5-VL-7B-Instruct" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
+    assert sum("zero3.yaml -m trimpi step" in line for line in lines) == 12
+    assert not (tmp_path / "out").exists()
+
+    result = _invoke_run(recipe, tmp_path)  # a real run needs the model: one line, nothing written
+    assert isinstance(result.exception, ConfigError) and "Qwen/Qwen2.5-VL-7B-Instruct" in str(result.exception)
+    assert "\n" not in str(result.exception) and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)

@@ -24,8 +24,9 @@ from typing import Any
 from trimpi.errors import ConfigError
 
 TINY_PREFIX = "tiny:"
-MATERIALIZED = ("micro", "smol")  # presets saved once as a checkpoint (their tokenizer depends on the data)
-BUILT_PARAMETERS = {"micro": 4_100_000, "smol": 137_000_000, TINY_PREFIX: 400_000}
+MATERIALIZED = ("micro", "micro-scratch", "smol")  # presets saved once as a checkpoint (their tokenizer depends on the data)
+BUILT_PARAMETERS = {"micro": 4_100_000, "micro-scratch": 4_100_000, "smol": 137_000_000, TINY_PREFIX: 400_000}
+LARGE_MODEL_PARAMS = 10**9  # above every size threshold: what a dry run assumes when it cannot size a hub model
 RL_SMALL_MODEL_PARAMS = 100_000_000  # as `trimpi train rl`: below this the default learning rate is 1e-4
 NOT_OPTIONS = {"data", "model", "out", "overwrite", "progress"}
 

@@ -40,6 +40,7 @@ class Plan:
     """Every step in execution order, and for each method the step that evaluates it."""
 
     recipe: Recipe
+    n_params: int  # the base model's size, which the size-dependent defaults follow
     steps: list[Step] = field(default_factory=list)
     evals: dict[str, Step] = field(default_factory=dict)
     models: dict[str, Step] = field(default_factory=dict)
@@ -51,9 +52,9 @@ class Plan:
 class Planner:
     """Builds steps, reusing one object per step id so that shared steps are run once."""
 
-    def __init__(self, recipe: Recipe):
+    def __init__(self, recipe: Recipe, n_params: int):
         self.recipe = recipe
-        self.plan = Plan(recipe)
+        self.plan = Plan(recipe, n_params)
         self._by_id: dict[str, Step] = {}
 
     def step(self, kind: str, config: dict[str, Any], inputs: list[Step], method: str) -> Step:
@@ -160,16 +161,17 @@ def plan_base(planner: Planner, n_params: int, method: str) -> Step:
     return model
 
 
-def make_plan(recipe: Recipe, only: list[str] | None = None) -> Plan:
-    """Steps for the recipe's methods (or `only` these), shared where configs and inputs agree."""
+def make_plan(recipe: Recipe, only: list[str] | None = None, n_params: int | None = None) -> Plan:
+    """Steps for the recipe's methods (or `only` these), shared where configs and inputs agree.
+    `n_params`: the base model's size when the caller knows it (default: `options.model_parameters`)."""
     methods = list(recipe.methods)
     if only:
         for m in only:
             if m not in methods:
                 raise ConfigError(f"--only: method {m!r} is not in the recipe (has {', '.join(methods)})")
         methods = [m for m in methods if m in only]
-    n_params = op.model_parameters(recipe.model)
-    planner = Planner(recipe)
+    n_params = n_params or op.model_parameters(recipe.model)
+    planner = Planner(recipe, n_params)
     first = methods[0]
     data = planner.plan.data = planner.step("data", data_config(recipe.data, recipe.seed), [], first)
     if recipe.base is not None:

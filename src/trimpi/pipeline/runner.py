@@ -23,6 +23,7 @@ from trimpi.errors import ConfigError
 from trimpi.pipeline import launch
 from trimpi.pipeline import steps as st
 from trimpi.pipeline.execute import EXECUTORS, RESUMABLE, Context
+from trimpi.pipeline.options import LARGE_MODEL_PARAMS, model_parameters
 from trimpi.pipeline.plan import MATERIALIZED, TINY_PREFIX, Plan, make_plan
 from trimpi.pipeline.recipe import METHODS, Recipe
 
@@ -84,13 +85,27 @@ def check_data(recipe: Recipe, plan: Plan) -> None:
         raise ConfigError(f"data.path: {e}") from None
 
 
-def validate(recipe: Recipe, only: list[str] | None = None, dry_run: bool = False) -> Plan:
+def validate(recipe: Recipe, only: list[str] | None = None, dry_run: bool = False,
+             echo: Callable[[str], None] = print) -> Plan:
     """Check the model, plan the recipe (resolving every option) and check the data; raises a one-line
     ConfigError. A dry run does not check that a hub model can be had (it touches no weights)."""
     check_model(recipe.model, dry_run)
-    plan = make_plan(recipe, only)
+    plan = make_plan(recipe, only, planning_size(recipe.model, dry_run, echo))
     check_data(recipe, plan)
     return plan
+
+
+def planning_size(model: str, dry_run: bool, echo: Callable[[str], None]) -> int:
+    """The base model's parameter count for the size-dependent defaults. A dry run of a hub model whose
+    config.json cannot be had (offline, not cached) still shows its plan, with the defaults of a large
+    model, and says so; a real run needs the size and fails in one line."""
+    try:
+        return model_parameters(model)
+    except ConfigError as e:
+        if not dry_run:
+            raise
+        echo(f"note: {e}; size-dependent defaults shown for a model of {LARGE_MODEL_PARAMS:,}+ parameters")
+        return LARGE_MODEL_PARAMS
 
 
 def plan_record(plan: Plan, out: Path, store: Path | None = None) -> dict[str, Any]:
@@ -150,9 +165,9 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
     Returns run.json's content."""
     out = Path(out)
     store = Path(store or out)
-    plan = validate(recipe, only, dry_run)
+    plan = validate(recipe, only, dry_run, echo)
     record = plan_record(plan, out, store)
-    full = make_plan(recipe) if only else plan
+    full = make_plan(recipe, n_params=plan.n_params) if only else plan
     ctx = ctx or Context(out=store)
     ctx.out = store
     ctx.launcher = launch.make_launcher(recipe.accelerate, num_processes)
