@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-SMALL_MODEL_PARAMS = 100_000_000  # below this (presets and their checkpoints) the default lr is 1e-4
-
 
 def rl(
     data: Annotated[Path, typer.Option(help="Dataset directory (train.jsonl, images, policies/).")],
@@ -82,7 +80,7 @@ def rl(
     from trimpi.generation.client import make_client
     from trimpi.generation.judge import AnswerJudge
     from trimpi.models.loading import load_model
-    from trimpi.train.rl.config import RLConfig
+    from trimpi.train.rl.config import RLConfig, default_learning_rate
     from trimpi.train.rl.rewards import RewardSpec
     from trimpi.train.rl.trainer import make_accelerator, train_rl
     from trimpi.train.stage import prepare_stage_dir
@@ -124,8 +122,8 @@ def rl(
         from trimpi.models.lora import apply_lora
 
         net = apply_lora(net, lora_r, lora_alpha, dropout=0.0)  # dropout would make the ratio noisy
-    if lr is None and sum(p.numel() for p in net.parameters()) < SMALL_MODEL_PARAMS:
-        lr = 1e-4
+    if lr is None:
+        lr = default_learning_rate(sum(p.numel() for p in net.parameters()))
     cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate if lr is None else lr,
                               reward_weights=rewards.weights)
     row = train_rl(cfg, net, processor, records, data, out, rewards=rewards, accelerator=accelerator,

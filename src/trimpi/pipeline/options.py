@@ -27,7 +27,6 @@ TINY_PREFIX = "tiny:"
 MATERIALIZED = ("micro", "micro-scratch", "smol")  # presets saved once as a checkpoint (their tokenizer depends on the data)
 BUILT_PARAMETERS = {"micro": 4_100_000, "micro-scratch": 4_100_000, "smol": 137_000_000, TINY_PREFIX: 400_000}
 LARGE_MODEL_PARAMS = 10**9  # above every size threshold: what a dry run assumes when it cannot size a hub model
-RL_SMALL_MODEL_PARAMS = 100_000_000  # as `trimpi train rl`: below this the default learning rate is 1e-4
 NOT_OPTIONS = {"data", "model", "out", "overwrite", "progress"}
 
 
@@ -84,9 +83,9 @@ def stage_options(section: str, options: dict[str, Any], stage: str, target: str
 def rl_options(section: str, options: dict[str, Any], algo: str, policy_rollout: bool,
                n_params: int) -> dict[str, Any]:
     """Every RLConfig field of an RL step, the algorithm's and the size's defaults resolved."""
-    from trimpi.train.rl.config import RLConfig
+    from trimpi.train.rl.config import RLConfig, default_learning_rate
 
-    values = {"learning_rate": 1e-4 if n_params < RL_SMALL_MODEL_PARAMS else 1e-6, **options}
+    values = {"learning_rate": default_learning_rate(n_params), **options}
     cfg = _in(section, RLConfig, algo=algo, policy_rollout=policy_rollout, **values)
     return _fields(_in(section, cfg.resolved), {"algo", "policy_rollout", "seed"})
 

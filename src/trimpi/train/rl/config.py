@@ -19,6 +19,14 @@ ALGO_DEFAULTS = {
 }
 
 
+SMALL_MODEL_PARAMS = 100_000_000  # below this (presets and their checkpoints) the default learning rate is 1e-4
+
+
+def default_learning_rate(n_params: int) -> float:
+    """The paper's 1e-6 for real models; 1e-4 for small ones, which learn nothing at 1e-6 in a few steps."""
+    return 1e-4 if n_params < SMALL_MODEL_PARAMS else 1e-6
+
+
 @dataclass
 class RLConfig:
     """Every option of the RL stage. `None` means "the algorithm's default" (see `resolved`)."""
