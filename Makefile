@@ -38,8 +38,11 @@ repro: $(STAMP)
 # resumable chunks: `make micro-base HOURS=3` stops after 3 h with a checkpoint; rerun to continue. The
 # export into the package happens once the run has reached its steps.
 MICRO_BASE_RUN ?= runs/micro-base
+MICRO_BASE_EVAL ?= runs/micro-base-eval
 micro-base: $(STAMP)
-	$(BIN)/trimpi pretrain micro-base --out $(MICRO_BASE_RUN) $(if $(HOURS),--hours $(HOURS))
+	$(BIN)/python benchmarks/micro_base.py --build-only --out $(MICRO_BASE_EVAL)
+	$(BIN)/trimpi pretrain micro-base --out $(MICRO_BASE_RUN) --exclude $(MICRO_BASE_EVAL)/numpy-T \
+		--exclude $(MICRO_BASE_EVAL)/numpy-M $(if $(HOURS),--hours $(HOURS))
 	$(BIN)/trimpi pretrain export --run $(MICRO_BASE_RUN) --to src/trimpi/models/base --if-finished
 
 test-slow: $(STAMP)

@@ -8,7 +8,7 @@ in_context (the policy in the prompt) and forgetting (general scene questions, t
 later stages are compared with). Prints a markdown table with chance and per-policy majority.
 
     .venv/bin/python benchmarks/micro_base.py --model src/trimpi/models/base --out runs/micro-base-eval \\
-        [--blender-python .venv-blender/bin/python] [--clevr-dir /data/CLEVR_v1.0] [--dry-run]
+        [--blender-python .venv-blender/bin/python] [--clevr-dir /data/CLEVR_v1.0] [--dry-run] [--build-only]
 
 Pretraining with `--exclude` on these directories makes their disjointness checked, not only by construction.
 """
@@ -74,17 +74,21 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/micro-base-eval"))
     ap.add_argument("--blender-python")
     ap.add_argument("--clevr-dir")
-    ap.add_argument("--test", type=int, default=200, help="test instances per setting")
+    ap.add_argument("--test", type=int, default=100, help="test instances per setting")
+    ap.add_argument("--build-only", action="store_true", help="build the evaluation sets (to --exclude them "
+                    "from pretraining), evaluate nothing")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     a = ap.parse_args()
     builds = build_commands(a.out, a.blender_python, a.clevr_dir, a.test)
     for name, args in builds.items():
         if not (a.out / name).is_dir():
             trimpi(args, a.dry_run)
+        if a.build_only:
+            continue
         trimpi(["eval", "--model", a.model, "--data", str(a.out / name), "--out", str(a.out / "eval" / name),
                 "--protocols", "perception,in_context,forgetting", "--max-new-tokens", "320", "--no-progress"],
                a.dry_run)
-    if not a.dry_run:
+    if not (a.dry_run or a.build_only):
         print(table(a.out, list(builds)))
 
 

@@ -202,3 +202,10 @@ def test_tool_items_follow_their_own_rules_never_gtapolicys():
         assert meta["tool"] in question
         differs += answer != versioned_name(meta["tool"], meta["profile"])
     assert differs > 0  # the answers are not GTAPolicy's
+
+
+def test_corpus_policy_depths_are_a_config_choice(tmp_path):
+    rows = Corpus(tmp_path / "d", _cfg(mix={"policy": 1.0}, depths=(6,))).items(0, 3)
+    assert {r["meta"]["depth"] for r in rows} == {6}
+    with pytest.raises(ConfigError, match="depths"):
+        _cfg(depths=(3,)).check()

@@ -46,9 +46,12 @@ from trimpi.data.pretrain.augment import SIZES, augment
 from trimpi.data.schema import Policy, Record, render_messages
 from trimpi.errors import ConfigError
 
-MIX = {"exist": 0.22, "count": 0.04, "object": 0.08, "caption": 0.04, "general": 0.10, "policy": 0.38,
-       "override": 0.08, "tools": 0.06}
-DEPTHS = (2, 4, 6)
+# Perception first: a policy can only be followed by a model that sees the attributes it names.
+MIX = {"exist": 0.28, "count": 0.05, "object": 0.12, "caption": 0.05, "general": 0.10, "policy": 0.30,
+       "override": 0.05, "tools": 0.05}
+# Depth-6 policies in context run to ~5k tokens (variant M), ten times a depth-2 item's cost on a CPU;
+# depth 6 stays a pretraining option and an evaluation setting.
+DEPTHS = (2, 4)
 UPDATE_NOTE = "Policy {name} has been updated. The version below replaces the earlier one.\n\n"
 OBJECT_PROMPT = "Describe the object at x={x}%, y={y}% of the image."
 SHARD_FORMAT = "shard-{:05d}"
@@ -68,6 +71,7 @@ class CorpusConfig:
     mix: dict[str, float] = field(default_factory=lambda: dict(MIX))
     exclude: tuple[str, ...] = ()
     sizes: tuple[tuple[int, int], ...] = SIZES
+    depths: tuple[int, ...] = DEPTHS
 
     def check(self) -> None:
         if not self.sizes or any(w < 16 or h < 16 for w, h in self.sizes):
@@ -78,6 +82,8 @@ class CorpusConfig:
                               f"got {self.mix}")
         if not 1 <= self.min_objects <= self.max_objects <= 10:
             raise ConfigError(f"objects: need 1 <= min ({self.min_objects}) <= max ({self.max_objects}) <= 10")
+        if not self.depths or set(self.depths) - {2, 4, 6}:
+            raise ConfigError(f"depths: expected some of 2, 4 and 6, got {self.depths}")
         if self.shard_size < 1:
             raise ConfigError(f"shard_size: must be >= 1, got {self.shard_size}")
 
@@ -155,9 +161,9 @@ def _policy(policy: dict) -> Policy:
 
 
 def policy_messages(kind: str, rid: str, image: str, objects: list[dict], rng: np.random.Generator,
-                    excl: split.Exclusions) -> tuple[list[dict], dict]:
+                    excl: split.Exclusions, depths: tuple[int, ...] = DEPTHS) -> tuple[list[dict], dict]:
     """Chat messages of a policy or override item, and its metadata."""
-    depth, variant = DEPTHS[int(rng.integers(len(DEPTHS)))], "TM"[int(rng.integers(2))]
+    depth, variant = depths[int(rng.integers(len(depths)))], "TM"[int(rng.integers(2))]
     placement = ("system", "user")[int(rng.integers(2))]
     reasoning, style = bool(rng.random() < 0.5), ("compact", "full")[int(rng.integers(2))]
     policy = draw_policy(rng, depth, variant, excl)
@@ -183,7 +189,7 @@ def make_item(cfg: CorpusConfig, index: int, image_rel: str, root: Path, excl: s
     image.save(root / image_rel, format="PNG")
     rid = f"pretrain-{cfg.seed}-{index:08d}"
     if kind in ("policy", "override"):
-        messages, meta = policy_messages(kind, rid, image_rel, scene["objects"], rng, excl)
+        messages, meta = policy_messages(kind, rid, image_rel, scene["objects"], rng, excl, cfg.depths)
     elif kind == "tools":
         from trimpi.data.pretrain.tools import tool_item
 
@@ -233,7 +239,8 @@ class Corpus:
         self.root, self.cfg = Path(root), cfg
         self.root.mkdir(parents=True, exist_ok=True)
         saved = self.root / "corpus.json"
-        mine = dataclasses.asdict(cfg) | {"exclude": list(cfg.exclude), "sizes": [list(x) for x in cfg.sizes]}
+        mine = dataclasses.asdict(cfg) | {"exclude": list(cfg.exclude), "sizes": [list(x) for x in cfg.sizes],
+                                          "depths": list(cfg.depths)}
         if saved.is_file() and read_json(saved) != mine:
             raise ConfigError(f"{saved}: the corpus there was generated with another config; use another directory")
         write_json(saved, mine)
