@@ -109,3 +109,24 @@ def test_smol_size_gives_the_builders_defaults():
     assumed = options.model_parameters("smol")
     assert options.stage_options("s", {}, "sft", "cot", actual) == options.stage_options("s", {}, "sft", "cot", assumed)
     assert options.rl_options("s", {}, "grpo", True, actual) == options.rl_options("s", {}, "grpo", True, assumed)
+
+
+def test_new_shipped_weights_rebuild_every_step_of_a_micro_recipe(monkeypatch, tmp_path):
+    """A run made on micro-scratch (no shipped base) or on older weights is not reused for new weights."""
+    from trimpi.models import presets
+
+    recipe = {**RECIPE, "model": "micro"}
+    monkeypatch.setattr(presets, "BASE_DIR", tmp_path / "none")
+    scratch = ids(recipe)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"weights")
+    (base / "base.json").write_text('{"sha256": "aaa"}')
+    monkeypatch.setattr(presets, "BASE_DIR", base)
+    first = ids(recipe)
+    (base / "base.json").write_text('{"sha256": "bbb"}')
+    second = ids(recipe)
+    for kind in scratch:
+        assert scratch[kind].isdisjoint(first[kind]) or kind == "data", kind
+        assert first[kind].isdisjoint(second[kind]) or kind == "data", kind
+    assert scratch["data"] == first["data"] == second["data"]

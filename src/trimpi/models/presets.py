@@ -106,6 +106,14 @@ def shipped_base_present(base: Path | None = None) -> bool:
     return ((base or BASE_DIR) / "model.safetensors").is_file()
 
 
+def shipped_base_sha256(base: Path | None = None) -> str | None:
+    """The SHA-256 the shipped base's card records for its weights (None: no shipped base, micro = scratch)."""
+    from trimpi.data.io import read_json
+
+    manifest = (base or BASE_DIR) / "base.json"
+    return read_json(manifest).get("sha256") if shipped_base_present(base) and manifest.is_file() else None
+
+
 def build_shipped_micro(data=None, texts=None, seed: int = 0):
     """The `micro` preset: the shipped base if present (verified), else micro-scratch with a warning."""
     if shipped_base_present():

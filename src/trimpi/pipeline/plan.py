@@ -95,11 +95,15 @@ def data_config(spec: DataSpec, seed: int) -> dict[str, Any]:
 
 def base_config(recipe: Recipe) -> tuple[dict[str, Any], bool]:
     """The base-model step's config, and whether the step needs the dataset (presets, tiny models)."""
+    from trimpi.models.presets import shipped_base_sha256
+
     name = recipe.model
     materialized = name in MATERIALIZED or name.startswith(TINY_PREFIX)
     cfg = {"model": name, "dtype": recipe.dtype}
     if materialized:
         cfg["seed"] = recipe.seed
+    if name == "micro":  # shipped weights (or, without them, micro-scratch): new weights rebuild every step
+        cfg["shipped_sha256"] = shipped_base_sha256()
     return cfg, materialized
 
 
