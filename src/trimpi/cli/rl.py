@@ -75,10 +75,9 @@ def rl(
     import dataclasses
 
     from trimpi.data.answers import Scoring, needs_judge
-    from trimpi.data.schema import PolicyStore, load_records
+    from trimpi.data.schema import load_records
     from trimpi.errors import ConfigError, DataError
-    from trimpi.generation.client import make_client
-    from trimpi.generation.judge import AnswerJudge
+    from trimpi.generation.judge import make_answer_judge
     from trimpi.models.loading import load_model
     from trimpi.train.rl.config import RLConfig, default_learning_rate
     from trimpi.train.rl.rewards import RewardSpec
@@ -115,8 +114,7 @@ def rl(
     rewards = RewardSpec.parse(reward, reward_weights, scoring)  # names and weights checked before anything loads
     accelerator = make_accelerator(report_to)
     if judge:
-        client = make_client(judge, judge_model, dtype=dtype, device=accelerator.device)
-        scoring.judge = AnswerJudge(client, PolicyStore(data))
+        scoring.judge = make_answer_judge(judge, judge_model, data, dtype=dtype, device=accelerator.device)
     net, processor = load_model(model, dtype=dtype, device=accelerator.device, data=data, seed=seed)
     if lora_r > 0:
         from trimpi.models.lora import apply_lora

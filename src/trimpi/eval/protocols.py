@@ -78,6 +78,9 @@ def asks_for_all(text: str) -> bool:
     return any(raw.strip() == "all" for raw in text.split(","))
 
 
+JUDGE_FLAG = "--judge"  # how an error asks for the missing judge (a recipe asks for its `judge:` key instead)
+
+
 def split_problem(dataset: Path, name: str) -> str | None:
     """Why the split file protocol `name` reads is missing or empty, or None."""
     path = dataset / PROTOCOLS[name].filename
@@ -88,8 +91,9 @@ def split_problem(dataset: Path, name: str) -> str | None:
     return None
 
 
-def inapplicable(dataset: Path, name: str, judge: bool) -> str | None:
-    """Why protocol `name` cannot run on `dataset` (a missing file, referral without a judge), or None."""
+def inapplicable(dataset: Path, name: str, judge: bool, ask: str = JUDGE_FLAG) -> str | None:
+    """Why protocol `name` cannot run on `dataset` (a missing file, referral without a judge), or None.
+    `ask`: how the message asks for the judge."""
     problem = split_problem(dataset, name)
     if problem is not None:
         return problem
@@ -97,7 +101,7 @@ def inapplicable(dataset: Path, name: str, judge: bool) -> str | None:
         return f"{dataset}: perception reads ClevrPolicy scene graphs (task clevr), not task '{dataset_task(dataset)}'"
     if name == "referral" and not judge and dataset_task(dataset) != "clevr":
         task = dataset_task(dataset)
-        return f"{dataset}: referral on task '{task}' needs --judge (exact referral is ClevrPolicy only)"
+        return f"{dataset}: referral on task '{task}' needs {ask} (exact referral is ClevrPolicy only)"
     return None
 
 
@@ -114,13 +118,13 @@ def resolve_datasets(data: str | Path) -> list[Path]:
     return found
 
 
-def check_files(dataset: Path, protocols: list[str], judge: bool = True) -> None:
+def check_files(dataset: Path, protocols: list[str], judge: bool = True, ask: str = JUDGE_FLAG) -> None:
     """Raise a one-line error for the first requested protocol that cannot run on `dataset`."""
     for name in protocols:
         problem = split_problem(dataset, name)
         if problem is not None:
             raise DataError(problem)
-        reason = inapplicable(dataset, name, judge)
+        reason = inapplicable(dataset, name, judge, ask)
         if reason is not None:
             raise ConfigError(reason)
     for split in dict.fromkeys(PROTOCOLS[name].filename for name in protocols):

@@ -22,7 +22,7 @@ from trimpi.data.gta.metrics import score_many
 from trimpi.data.gta.scorers import TextScorer
 from trimpi.data.schema import Record, load_records
 from trimpi.errors import ConfigError
-from trimpi.eval.protocols import PROTOCOLS
+from trimpi.eval.protocols import JUDGE_FLAG, PROTOCOLS
 
 NOT_ANSWER_SCORED = ("referral", "efficiency")  # protocols that do not score answers by their answer type
 
@@ -34,17 +34,23 @@ def score_example(record: Record, text: str, scorer: TextScorer | str, judge: Ju
             "format": float(format_ok(text or "", record))}
 
 
-def check_judge(dataset: Path, protocols: Iterable[str], judge: bool, limit: int | None = None) -> None:
+def check_judge(dataset: Path, protocols: Iterable[str], judge: bool, limit: int | None = None,
+                ask: str = JUDGE_FLAG) -> None:
     """Fail before generating when a file the protocols score holds records of answer type 'judge' and no
     judge is given (their scores would fail only after everything was generated)."""
     if judge:
         return
     splits = sorted({PROTOCOLS[p].split for p in protocols if p in PROTOCOLS and p not in NOT_ANSWER_SCORED})
     for split in splits:
-        path = Path(dataset) / f"{split}.jsonl"
-        if path.is_file() and needs_judge(load_records(path)[:limit]):
-            raise ConfigError(f"{path}: records with answer type 'judge' need --judge (an OpenAI-compatible URL "
-                              "or a local model)")
+        check_unjudged(Path(dataset) / f"{split}.jsonl", limit, ask)
+
+
+def check_unjudged(path: Path, limit: int | None = None, ask: str = JUDGE_FLAG) -> None:
+    """Raise a one-line ConfigError when (the first `limit` records of) `path` hold records of answer type
+    'judge', which the caller has no judge for; `ask`: how the message asks for one."""
+    if Path(path).is_file() and needs_judge(load_records(path)[:limit]):
+        raise ConfigError(f"{path}: records with answer type 'judge' need {ask} (an OpenAI-compatible URL "
+                          "or a local model)")
 
 
 def _mean(values: list[float]) -> float:

@@ -2,17 +2,18 @@
 
 Shared by evaluation and RL rewards, so a judged record's reward is its evaluation score.
 
-    judge = AnswerJudge(make_client("http://localhost:8000/v1", model="judge"), PolicyStore(data))
+    judge = make_answer_judge("http://localhost:8000/v1", "judge", data)   # or a local model: ("path/to/ckpt", None)
     score_answer(completion, record, Scoring(judge=judge))
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from trimpi.data.schema import IMAGE_MARKER, PolicyStore, Record
-from trimpi.generation.client import ChatClient
+from trimpi.generation.client import ChatClient, make_client
 
 _SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)(?![\d.])")
@@ -80,3 +81,9 @@ class AnswerJudge:
         reply = self.client.complete([self.messages(record, response, rubric)], max_tokens=self.max_tokens)[0]
         rating = parse_score(reply)
         return (None if rating is None else rating / 10, reply)
+
+
+def make_answer_judge(spec: str, model: str | None, data: str | Path, **load_kwargs) -> AnswerJudge:
+    """The judge of answer type "judge" on dataset `data`, asking the client of `trimpi eval --judge SPEC
+    --judge-model MODEL` (an OpenAI-compatible URL serving `model`, or a local model loaded with `load_kwargs`)."""
+    return AnswerJudge(make_client(spec, model, **load_kwargs), PolicyStore(data))

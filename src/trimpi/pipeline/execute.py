@@ -13,11 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trimpi.pipeline.options import TINY_PREFIX
+from trimpi.pipeline.options import TINY_PREFIX, judge_args
 from trimpi.pipeline.steps import Step, clear_partial
 from trimpi.train.stage import RESULT_KEYS, finished_summary
+
+if TYPE_CHECKING:
+    from trimpi.train.rl.config import RLConfig
+    from trimpi.train.rl.rewards import RewardSpec
 
 RESUMABLE = ("warmup", "cpt", "sft", "rl")  # kinds whose partial directory resumes instead of restarting
 
@@ -195,27 +199,41 @@ def _train_rl(step: Step, ctx: Context, records, root: Path, resume: str | None)
     from trimpi.train.rl.trainer import make_accelerator, train_rl
 
     accelerator = make_accelerator()
+    cfg = rl_config(step)
+    rewards = rl_rewards(step, cfg, root, accelerator.device)
     start = model_path(step.inputs[0], ctx.out)
     net, processor = load_model(start, device=accelerator.device, data=root, seed=step.config["seed"])
-    return train_rl(rl_config(step), net, processor, records, root, step.dir(ctx.out), accelerator=accelerator,
+    return train_rl(cfg, net, processor, records, root, step.dir(ctx.out), rewards=rewards, accelerator=accelerator,
                     resume_from_checkpoint=resume, start_checkpoint=start, progress=ctx.progress,
                     on_step=ctx.on_rl_step)
 
 
+def rl_rewards(step: Step, cfg: RLConfig, root: Path, device: Any = None) -> RewardSpec:
+    """An rl step's rewards: the built-ins of its config, accuracy judged by the recipe's judge when it names
+    one (the AnswerJudge of `trimpi train rl --judge`, so a judged record's reward is its eval score)."""
+    from trimpi.generation.judge import make_answer_judge
+    from trimpi.train.rl.trainer import config_rewards
+
+    spec, served = judge_args(step.config.get("judge"))
+    return config_rewards(cfg, make_answer_judge(spec, served, root, device=device) if spec else None)
+
+
 def run_eval_step(step: Step, ctx: Context) -> dict[str, Any]:
-    """`trimpi eval` on the step's model; forgetting is measured against the base model. A data step with
-    several settings (the policy-following base's) is evaluated on each, in a subdirectory per setting."""
+    """`trimpi eval` on the step's model, judged by the recipe's judge if it names one; forgetting is measured
+    against the base model. A data step with several settings (the policy-following base's) is evaluated on
+    each, in a subdirectory per setting."""
     from trimpi.eval.runner import EvalOptions, run_eval
 
     model, data = step.inputs[:2]
     baseline = model_path(step.inputs[2], ctx.out) if len(step.inputs) > 2 else None
     opts = EvalOptions(protocols=list(step.config["protocols"]), progress=ctx.progress, **step.config["options"])
+    judge, judge_model = judge_args(step.config.get("judge"))
     roots = setting_dirs(data, ctx.out)
     per_setting = {}
     for root in roots:
         out = step.dir(ctx.out) / (root.name if len(roots) > 1 else "")
-        results = run_eval(model_path(model, ctx.out), root, out, opts, baseline_model=baseline,
-                           dtype=step.config.get("dtype"), seed=step.config["seed"])
+        results = run_eval(model_path(model, ctx.out), root, out, opts, judge=judge, judge_model=judge_model,
+                           baseline_model=baseline, dtype=step.config.get("dtype"), seed=step.config["seed"])
         per_setting[root.name] = next(iter(results.values()))["protocols"]
     if len(roots) > 1:
         return {"settings": per_setting}

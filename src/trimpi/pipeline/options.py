@@ -9,6 +9,9 @@ exist: presets and tiny models are built here from fixed sizes (`BUILT_PARAMETER
 against the builders by the tests), any other model is counted from its config.json on the
 meta device. Every later stage has the base's size (LoRA is merged into each checkpoint).
 
+The recipe's `judge:` enters the config of eval and RL steps as `judge: {url, model}`, and only when
+given: a recipe without one keeps the hashes it always had.
+
 Executors hand the options to the library unchanged; the library resolving them again is a
 no-op, since nothing is left unset. Fields that are the step's inputs, outputs or display
 (data, model, out, overwrite, progress) are not options and never enter the config.
@@ -118,3 +121,16 @@ def gta_options(options: dict[str, Any], seed: int) -> dict[str, Any]:
     defaults = {k: params[k].default for k in ("gta_dir", "profiles_per_step")}
     out = {**defaults, "seed": seed, **options}
     return {**out, "gta_dir": str(Path(out["gta_dir"]).resolve()) if out["gta_dir"] else None}
+
+
+def judge_options(judge: Any) -> dict[str, str | None] | None:
+    """The recipe's judge (a `recipe.JudgeSpec` or None) as eval and RL step configs hold it."""
+    return None if judge is None else {"url": judge.url, "model": judge.model}
+
+
+def judge_args(judge: dict[str, str | None] | None) -> tuple[str | None, str | None]:
+    """A step's judge as `trimpi eval --judge SPEC --judge-model NAME` takes it: (url, served model) for an
+    endpoint, (local model, None) otherwise; (None, None) without a judge."""
+    if judge is None:
+        return None, None
+    return (judge["url"], judge["model"]) if judge["url"] else (judge["model"], None)

@@ -14,7 +14,8 @@ With a `base:` section the methods start from a policy-following base instead (p
                                                       trains a preset's tokenizer, the base step)
 
 Every step's config holds its options fully resolved (pipeline.options), so a changed default
-changes the hash of the steps it affects and of everything downstream.
+changes the hash of the steps it affects and of everything downstream. The recipe's judge is in the
+config of the methods' eval and RL steps (the base's in-context evaluation on ClevrPolicy is never judged).
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ def method_protocols(recipe: Recipe, method: str) -> list[str]:
     return [p for p in asked if p != "in_context"] or ["accuracy"]
 
 
+def with_judge(config: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """An eval or RL step's config with the recipe's judge, when it names one (without, the config is unchanged)."""
+    judge = op.judge_options(recipe.judge)
+    return config if judge is None else {**config, "judge": judge}
+
+
 def chain_step(planner: Planner, link: str, model: Step, data: Step, method: str, n_params: int) -> Step:
     """The step for one link of a method's chain, on top of `model`."""
     recipe, seed = planner.recipe, planner.recipe.seed
@@ -134,8 +141,8 @@ def chain_step(planner: Planner, link: str, model: Step, data: Step, method: str
     algo = link.removeprefix("poro_")
     poro = link.startswith("poro_")
     options = op.rl_options(f"stages.{algo}", dict(recipe.stages.get(algo) or {}), algo, poro, n_params)
-    return planner.step("rl", {"algo": algo, "policy_rollout": poro, "options": options, "seed": seed},
-                        [model, data], method)
+    config = {"algo": algo, "policy_rollout": poro, "options": options, "seed": seed}
+    return planner.step("rl", with_judge(config, recipe), [model, data], method)
 
 
 def plan_base(planner: Planner, n_params: int, method: str) -> Step:
@@ -195,6 +202,6 @@ def make_plan(recipe: Recipe, only: list[str] | None = None, n_params: int | Non
         inputs = [model, data] + ([base] if "forgetting" in protocols and model is not base else [])
         config = {"protocols": protocols, "options": op.eval_options("eval", options, protocols),
                   "seed": recipe.seed, "dtype": recipe.dtype}
-        planner.plan.evals[method] = planner.step("eval", config, inputs, method)
+        planner.plan.evals[method] = planner.step("eval", with_judge(config, recipe), inputs, method)
         planner.plan.models[method] = model
     return planner.plan

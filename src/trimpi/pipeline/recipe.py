@@ -18,6 +18,13 @@
     eval: {protocols: [accuracy], batch_size: 8, max_new_tokens: 512}
     accelerate: configs/accelerate/zero3.yaml
     engine: vllm                 # optional: RL rollouts and evaluation with vLLM (default hf)
+    judge: {url: http://localhost:8000/v1, model: NAME}   # optional LLM judge; or {model: LOCAL-MODEL}
+
+`judge:` names the LLM judge of `trimpi eval --judge URL --judge-model NAME` (an OpenAI-compatible
+endpoint and the model it serves) or, with `model` alone, of `--judge MODEL` (a local checkpoint,
+cached Hugging Face id or preset). Every method's evaluation uses it (referral on non-ClevrPolicy
+data, records of answer type "judge") and so does the RL reward, so both score alike; it enters the
+hash of eval and RL steps only. The endpoint's API key comes from $TRIMPI_API_KEY / $OPENAI_API_KEY.
 
 Every section forbids unknown keys; stage sections accept the fields of the library's option
 types (`StageOptions`, `RLConfig`, `WarmupOptions`, `EvalOptions`) that the pipeline does not
@@ -110,6 +117,39 @@ class DataSpec(BaseModel):
         return self
 
 
+class JudgeSpec(BaseModel):
+    """The recipe's LLM judge: an OpenAI-compatible endpoint (`url`) serving `model`, or a local `model`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    model: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        from trimpi.generation.client import is_url
+
+        if url is not None and not is_url(url):
+            raise ValueError(f"judge.url: expected an http:// or https:// address, got {url!r} "
+                             "(a local judge is given as judge.model alone)")
+        return url
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, model: str | None) -> str | None:
+        if model is not None and not model.strip():
+            raise ValueError("judge.model: must not be empty")
+        return model
+
+    @model_validator(mode="after")
+    def _given(self) -> JudgeSpec:
+        if self.url is None and self.model is None:
+            raise ValueError("judge: give url (an OpenAI-compatible endpoint, and the model it serves) or model alone "
+                             "(a local model)")
+        return self
+
+
 class Recipe(BaseModel):
     """A whole `trimpi run` recipe (see the module docstring)."""
 
@@ -127,6 +167,7 @@ class Recipe(BaseModel):
     eval: dict[str, Any] = Field(default_factory=lambda: {"protocols": ["accuracy"]})
     accelerate: str | None = None
     engine: str = "hf"  # generation engine of RL rollouts and evaluation: hf or vllm (a stage's own key wins)
+    judge: JudgeSpec | None = None  # LLM judge of eval steps and the RL reward
 
     @field_validator("engine")
     @classmethod
@@ -136,6 +177,14 @@ class Recipe(BaseModel):
         if engine not in ENGINES:
             raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
         return engine
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge_mapping(cls, judge: Any) -> Any:
+        if judge is not None and not isinstance(judge, (dict, JudgeSpec)):
+            raise ValueError(f"judge: expected a mapping ({{url: URL, model: NAME}} or {{model: LOCAL-MODEL}}), "
+                             f"got {judge!r}")
+        return judge
 
     @field_validator("methods")
     @classmethod

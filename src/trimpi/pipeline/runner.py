@@ -28,11 +28,12 @@ from trimpi.pipeline.plan import MATERIALIZED, TINY_PREFIX, Plan, make_plan
 from trimpi.pipeline.recipe import METHODS, Recipe
 
 RUN_FILE = "run.json"
+ASK_JUDGE = "an LLM judge: add `judge:` to the recipe"  # how a recipe's errors ask for the missing judge
 
 
-def check_model(name: str, dry_run: bool = False) -> None:
-    """The base model must be a preset, a tiny family, a model directory or a Hugging Face id that
-    can be had (cached, or downloadable when online); a dry run only checks the id's form."""
+def check_model(name: str, dry_run: bool = False, key: str = "model") -> None:
+    """The base model (or the model at recipe `key`) must be a preset, a tiny family, a model directory or a
+    Hugging Face id that can be had (cached, or downloadable when online); a dry run only checks the id's form."""
     from trimpi.errors import ModelError
     from trimpi.models.loading import check_hub_id
     from trimpi.models.tiny import FAMILIES
@@ -41,30 +42,33 @@ def check_model(name: str, dry_run: bool = False) -> None:
         return
     if name.startswith(TINY_PREFIX):
         if name.removeprefix(TINY_PREFIX) not in FAMILIES:
-            raise ConfigError(f"model: unknown tiny family {name!r} (expected tiny:<{'|'.join(FAMILIES)}>)")
+            raise ConfigError(f"{key}: unknown tiny family {name!r} (expected tiny:<{'|'.join(FAMILIES)}>)")
         return
     path = Path(name)
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ConfigError(f"model: {name}: not a model directory (no config.json)")
+            raise ConfigError(f"{key}: {name}: not a model directory (no config.json)")
         return
     try:
         check_hub_id(name, fetch=not dry_run)
     except ModelError as e:
-        raise ConfigError(f"model: {e}") from None
+        raise ConfigError(f"{key}: {e}") from None
 
 
 def check_data(recipe: Recipe, plan: Plan) -> None:
     """A given dataset directory must exist and hold the files the chosen stages and protocols read."""
     from trimpi.eval.protocols import check_files
+    from trimpi.eval.scoring import check_judge, check_unjudged
 
     spec = recipe.data
     needs_cot = any(s.kind == "cpt" or (s.kind == "sft" and s.config["target"] == "cot") for s in plan.steps)
     if spec.clevr is not None and needs_cot and spec.clevr.get("cot", 1) == 0:
         raise ConfigError("data.clevr.cot: VM-CPT and CoT SFT need reasoning examples (got 0)")
     protocols = {p for e in plan.evals.values() for p in e.config["protocols"]}
-    if spec.gta is not None and "referral" in protocols:
-        raise ConfigError("eval.protocols: referral on GTAPolicy needs an LLM judge (use `trimpi eval --judge`)")
+    judge = recipe.judge is not None
+    if spec.gta is not None and "referral" in protocols and not judge:
+        raise ConfigError(f"eval.protocols: referral on GTAPolicy needs {ASK_JUDGE} (exact referral is ClevrPolicy "
+                          "only)")
     if spec.gta is not None and "forgetting" in protocols:
         raise ConfigError("eval.protocols: forgetting reads general_test.jsonl, which GTAPolicy does not have")
     for i, other in enumerate((recipe.base or {}).get("datasets") or []):  # their policies are excluded
@@ -80,7 +84,10 @@ def check_data(recipe: Recipe, plan: Plan) -> None:
         if not (root / name).is_file():
             raise ConfigError(f"data.path: {root / name}: file not found")
     try:
-        check_files(root, sorted(protocols), judge=False)
+        check_files(root, sorted(protocols), judge, ASK_JUDGE)
+        check_judge(root, sorted(protocols), judge, recipe.eval.get("limit"), ASK_JUDGE)
+        if any(s.kind == "rl" for s in plan.steps) and not judge:  # the RL reward scores train.jsonl
+            check_unjudged(root / "train.jsonl", ask=ASK_JUDGE)
     except Exception as e:  # noqa: BLE001 - DataError / ConfigError from the eval checks, re-keyed
         raise ConfigError(f"data.path: {e}") from None
 
@@ -90,6 +97,8 @@ def validate(recipe: Recipe, only: list[str] | None = None, dry_run: bool = Fals
     """Check the model, plan the recipe (resolving every option) and check the data; raises a one-line
     ConfigError. A dry run does not check that a hub model can be had (it touches no weights)."""
     check_model(recipe.model, dry_run)
+    if recipe.judge is not None and recipe.judge.url is None:  # a local judge model
+        check_model(recipe.judge.model, dry_run, key="judge.model")
     plan = make_plan(recipe, only, planning_size(recipe.model, dry_run, echo))
     check_data(recipe, plan)
     return plan
@@ -106,6 +115,12 @@ def planning_size(model: str, dry_run: bool, echo: Callable[[str], None]) -> int
             raise
         echo(f"note: {e}; size-dependent defaults shown for a model of {LARGE_MODEL_PARAMS:,}+ parameters")
         return LARGE_MODEL_PARAMS
+
+
+def describe_judge(recipe: Recipe) -> str:
+    """The recipe's judge in one phrase: `model at url`, or `local model NAME`."""
+    judge = recipe.judge
+    return f"{judge.model or 'default'} at {judge.url}" if judge.url else f"local model {judge.model}"
 
 
 def plan_record(plan: Plan, out: Path, store: Path | None = None) -> dict[str, Any]:
@@ -172,6 +187,8 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
     ctx.out = store
     ctx.launcher = launch.make_launcher(recipe.accelerate, num_processes)
     if dry_run:
+        if recipe.judge is not None:
+            echo(f"judge: {describe_judge(recipe)} (eval steps and the RL reward)")
         for s, step in zip(record["steps"], plan.steps, strict=True):
             echo(f"{s['status']:<8} {s['id']:<20} {', '.join(s['methods'])}: {launch.describe(step, ctx)}")
         return record
