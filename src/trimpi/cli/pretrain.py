@@ -19,7 +19,7 @@ def micro_base(
     out: Out,
     hours: Annotated[float | None, typer.Option(help="Stop this chunk after H hours (checkpointed); rerun to go "
                                                      "on.")] = None,
-    steps: Annotated[int, typer.Option(help="Total optimizer steps of the run.")] = 1200,
+    steps: Annotated[int, typer.Option(help="Total optimizer steps of the run.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Items per step.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine to 10 %).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Corpus, tokenizer and initialisation seed.")] = 0,

@@ -32,7 +32,7 @@ from trimpi.errors import ConfigError
 from trimpi.train.perception import existence_labels, existence_targets, image_inputs, image_token_features
 
 CHECKPOINT = "checkpoint"
-STEPS = 1200  # the shipped recipe's steps (batch 16): about 1.7 h on 2 CPU cores (Ice Lake, fp32)
+STEPS = 1000  # the shipped recipe's steps (batch 16): about 1 h on 2 idle CPU cores (Ice Lake, fp32)
 STATE = "state.pt"
 
 
