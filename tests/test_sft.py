@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 
 from tests._fixtures_train import write_dataset
 from trimpi.errors import DataError, ModelError
-from trimpi.models.lora import apply_lora, merge_lora
+from trimpi.models.lora import apply_lora
 from trimpi.models.tiny import FAMILIES, build_tiny
 from trimpi.train.callbacks import InterruptAt
 from trimpi.train.collate import Collator
@@ -72,7 +72,10 @@ def test_trainer_update_is_independent_of_batch_and_accumulation(train_data):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_merged_checkpoint_matches_adapter_model(family, train_data, tmp_path):
-    from trimpi.models import load_model, save_checkpoint
+    from accelerate import Accelerator
+
+    from trimpi.models import load_model
+    from trimpi.train.distributed import save_trained
 
     model, processor = build_tiny(family)
     torch.manual_seed(1)
@@ -80,8 +83,7 @@ def test_lora_merged_checkpoint_matches_adapter_model(family, train_data, tmp_pa
     batch = Collator(processor, "all_but_visual", config=model.config)(build_examples(train_data, "cpt")[:2])
     with torch.no_grad():
         adapter = peft_model(**model_inputs(batch)).logits
-        merged = merge_lora(peft_model)
-        save_checkpoint(merged, processor, tmp_path / "m")
+        save_trained(Accelerator(cpu=True), peft_model, processor, tmp_path / "m")
         reloaded, _ = load_model(tmp_path / "m")
         out = reloaded.eval()(**model_inputs(batch)).logits
     assert not any("lora" in k for k in reloaded.state_dict())

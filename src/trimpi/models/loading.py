@@ -183,11 +183,13 @@ def hub_error_reason(e: Exception) -> str:
     return f"cannot fetch from the Hugging Face hub ({type(e).__name__}: {e})".splitlines()[0][:300]
 
 
-def save_checkpoint(model, processor, out: str | Path) -> Path:
-    """save_pretrained the model and its processor into `out` (loadable with from_pretrained)."""
+def save_checkpoint(model, processor, out: str | Path, state_dict: dict | None = None) -> Path:
+    """save_pretrained the model and its processor into `out` (loadable with from_pretrained).
+
+    state_dict: the weights to write instead of the model's own (e.g. gathered from ZeRO-3 shards)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    model.save_pretrained(out, state_dict=state_dict)
     processor.save_pretrained(out)
     ordinary_modes(out)
     return out

@@ -181,9 +181,10 @@ def run_stage(opts: StageOptions, callbacks=(), model=None, processor=None, exam
     marker; a stage that runs this one inside (the warm-up) passes False and marks it itself.
     An unfinished `opts.out` resumes from its last checkpoint.
     """
-    from trimpi.models.loading import load_model, save_checkpoint
-    from trimpi.models.lora import apply_lora, merge_lora
+    from trimpi.models.loading import load_model
+    from trimpi.models.lora import apply_lora
     from trimpi.train.callbacks import MetricsJsonl, quiet_console
+    from trimpi.train.distributed import save_trained
     from trimpi.train.examples import build_examples
 
     out = prepare_stage_dir(opts.out, opts.overwrite)
@@ -209,10 +210,8 @@ def run_stage(opts: StageOptions, callbacks=(), model=None, processor=None, exam
                "global_step": trainer.state.global_step,
                "train_loss": metrics.train_loss(result.training_loss, trainer.state.global_step),
                "options": dataclasses.asdict(opts)}
-    if trainer.is_world_process_zero():
-        final = merge_lora(trainer.model) if opts.merge_lora else trainer.model
-        save_checkpoint(final, processor, out)
-        if mark:
-            mark_finished(out, summary)
+    save_trained(trainer.accelerator, trainer.model_wrapped, processor, out, merge_lora=opts.merge_lora)
+    if mark and trainer.is_world_process_zero():
+        mark_finished(out, summary)
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -24,6 +24,7 @@ import torch
 
 from trimpi.data.io import ordinary_modes, read_json, write_json
 from trimpi.errors import TrimpiError
+from trimpi.train.distributed import save_trained
 from trimpi.train.stage import CHECKPOINTS_DIR
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -96,8 +97,8 @@ def save(
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+    save_trained(accelerator, model, processor, tmp, merge_lora=False)
+    if accelerator.is_main_process:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         write_json(tmp / "trainer_state.json", {**state, "step": step})
@@ -153,16 +154,6 @@ def load(accelerator, path: Path, model, optimizer, scheduler) -> tuple[dict, di
 
 
 def save_final(accelerator, model, processor, out: Path) -> None:
-    """The trained model in `out`, loadable with from_pretrained (main process). Under LoRA the
-    adapter is kept in `out/adapter` and the saved model is the merged one."""
-    import copy
-
-    from trimpi.models.loading import save_checkpoint
-
-    if not accelerator.is_main_process:
-        return
-    final = accelerator.unwrap_model(model)
-    if hasattr(final, "peft_config") and hasattr(final, "merge_and_unload"):
-        final.save_pretrained(out / "adapter")
-        final = copy.deepcopy(final).merge_and_unload()
-    save_checkpoint(final, processor, out)
+    """The trained model in `out`, loadable with from_pretrained (collective: call on every process).
+    Under LoRA the adapter is kept in `out/adapter` and the saved model is the merged one."""
+    save_trained(accelerator, model, processor, out, merge_lora=True, adapter=out / "adapter")
