@@ -1,23 +1,37 @@
 """Training under DeepSpeed ZeRO-3, checked with fakes (DeepSpeed is not installed here): final
 and checkpoint saves write the weights accelerate gathers, not the module's own placeholders,
-and LoRA is merged from that gathered state. Without DeepSpeed the saved files are byte for byte
-those of the plain save."""
+LoRA is merged from that gathered state, RL fills DeepSpeed's "auto" batch entries, and whole
+weights are gathered (and generate synced) only under ZeRO-3. Without DeepSpeed the saved files
+are byte for byte those of the plain save."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from test_rl_fixtures import tiny_model
+from trimpi.generation.engine import HFGenerateEngine, SamplingParams
+from trimpi.generation.prompts import PromptBuilder
 from trimpi.models.loading import save_checkpoint
 from trimpi.models.lora import apply_lora, merge_lora_state
 from trimpi.models.tiny import build_tiny
-from trimpi.train.distributed import save_trained
+from trimpi.train.distributed import fill_deepspeed_auto, gathered_parameters, save_trained, zero3_enabled
 from trimpi.train.rl import checkpoint as ckpt
-from trimpi.train.rl.trainer import make_accelerator
+from trimpi.train.rl.config import RLConfig
+from trimpi.train.rl.trainer import (
+    deepspeed_values,
+    make_accelerator,
+    rollout_engine,
+    sync_weights,
+    train_rl,
+)
 
 
 def shifted(model, by: float = 0.5) -> dict:
@@ -50,6 +64,13 @@ class Gathering:
 
     def wait_for_everyone(self):
         pass
+
+
+def plugin_accelerator(config: dict):
+    return SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=config)))
+
+
+ZERO3 = {"zero_optimization": {"stage": 3}}
 
 
 def reloaded_state(path: Path, model_class) -> dict:
@@ -162,3 +183,140 @@ def test_without_deepspeed_the_saved_files_are_the_plain_saves(lora, tmp_path):
     assert names == sorted(p.name for p in (tmp_path / "new").iterdir())
     for name in names:
         assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "new" / name).read_bytes(), name
+
+
+# --- DeepSpeed config, gathering and synced generation
+
+
+def test_deepspeed_auto_entries_are_filled_and_given_ones_kept():
+    config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+              "gradient_clipping": 0.5, **ZERO3}
+    cfg = RLConfig(per_device_train_batch_size=3, max_grad_norm=2.0)
+    fill_deepspeed_auto(plugin_accelerator(config), deepspeed_values(cfg))
+    assert config == {"train_micro_batch_size_per_gpu": 3, "gradient_accumulation_steps": 1, "gradient_clipping": 0.5,
+                      **ZERO3}
+    fill_deepspeed_auto(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)), {"x": 1})  # no DeepSpeed: no-op
+
+
+def test_zero3_is_read_from_the_deepspeed_plugin():
+    assert zero3_enabled(plugin_accelerator(ZERO3))
+    assert not zero3_enabled(plugin_accelerator({"zero_optimization": {"stage": 2}}))
+    assert not zero3_enabled(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)))
+    assert not zero3_enabled(make_accelerator())
+
+
+def test_rl_trainer_fills_deepspeed_batch_entries_before_prepare(rl_data, tmp_path):
+    from accelerate import Accelerator
+
+    root, records = rl_data
+    config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+              "zero_optimization": {"stage": 2}}
+    at_prepare = []
+
+    class WithPlugin:
+        def __init__(self, state):
+            self._state, self.deepspeed_plugin = state, SimpleNamespace(deepspeed_config=config)
+
+        def __getattr__(self, name):
+            return getattr(self._state, name)
+
+    class Recording(Accelerator):
+        def prepare(self, *args):
+            at_prepare.append(dict(config))
+            return super().prepare(*args)
+
+    acc = Recording(cpu=True)
+    acc.state = WithPlugin(acc.state)
+    model, processor = tiny_model()
+    cfg = RLConfig(algo="grpo", num_generations=2, prompts_per_step=2, max_steps=1, max_completion_length=4,
+                   per_device_train_batch_size=3)
+    train_rl(cfg, model, processor, records, root, tmp_path / "out", accelerator=acc)
+    assert at_prepare[0]["train_micro_batch_size_per_gpu"] == 3 and at_prepare[0]["gradient_accumulation_steps"] == 1
+
+
+@pytest.fixture
+def fake_deepspeed(monkeypatch):
+    """A `deepspeed` module whose GatheredParameters records what it gathers and when it is open."""
+    calls = SimpleNamespace(gathered=[], open=False)
+
+    @contextlib.contextmanager
+    def gathered_parameters(params):
+        calls.gathered.append(params)
+        calls.open = True
+        yield
+        calls.open = False
+
+    deepspeed = SimpleNamespace(zero=SimpleNamespace(GatheredParameters=gathered_parameters))
+    monkeypatch.setitem(sys.modules, "deepspeed", deepspeed)
+    return calls
+
+
+def test_parameters_are_gathered_only_under_zero3(fake_deepspeed):
+    model = torch.nn.Linear(2, 2)
+    with gathered_parameters(make_accelerator(), model):
+        pass
+    with gathered_parameters(plugin_accelerator({"zero_optimization": {"stage": 2}}), model):
+        pass
+    assert fake_deepspeed.gathered == []
+    with gathered_parameters(plugin_accelerator(ZERO3), model):
+        assert fake_deepspeed.open
+    assert fake_deepspeed.gathered == [list(model.parameters())]
+
+
+def test_weight_sync_gathers_for_engines_that_copy_weights(fake_deepspeed):
+    model = torch.nn.Linear(2, 2)
+
+    class Copying:
+        def update_weights(self, policy):
+            self.gathered_then = fake_deepspeed.open
+
+    copying, shared = Copying(), SimpleNamespace(shares_weights=True, update_weights=lambda p: None)
+    sync_weights(plugin_accelerator(ZERO3), copying, model)
+    assert copying.gathered_then
+    sync_weights(plugin_accelerator(ZERO3), shared, model)
+    assert len(fake_deepspeed.gathered) == 1  # the engine that samples from the policy itself needs no gather
+
+
+@pytest.mark.parametrize("synced", [False, True])
+def test_hf_engine_generates_with_synced_gpus_only_when_asked(synced, rl_data, monkeypatch):
+    root, records = rl_data
+    model, processor = tiny_model()
+    engine = rollout_engine(RLConfig(), model, processor, synced_gpus=synced)
+    seen = {}
+
+    def generate(**kwargs):
+        seen.update(kwargs)
+        ids = kwargs["input_ids"].repeat_interleave(kwargs["num_return_sequences"], 0)
+        return torch.cat([ids, torch.full((len(ids), 1), kwargs["eos_token_id"][0])], 1)
+
+    monkeypatch.setattr(model, "generate", generate)
+    engine.generate([PromptBuilder(processor, root)(records[0])], 2, SamplingParams(max_completion_length=3))
+    assert isinstance(engine, HFGenerateEngine) and seen["synced_gpus"] is (True if synced else None)
+
+
+def test_only_the_last_micro_batch_ends_the_step(rl_data):
+    from accelerate import Accelerator
+
+    from trimpi.generation.engine import Completion
+    from trimpi.train.rl.metrics import MetricSums
+    from trimpi.train.rl.rollout import Sample, make_batch
+    from trimpi.train.rl.update import normalizer, policy_update
+
+    root, records = rl_data
+    model, processor = tiny_model()
+    prompt = PromptBuilder(processor, root)(records[0])
+    samples = [Sample(record=records[0], group_id=0, policy_aware=False, prompt=prompt,
+                      completion=Completion(token_ids=[5, 6], text="", truncated=True), reward=float(i))
+               for i in range(3)]
+    batch = make_batch(samples, "group", mask_truncated=False)
+    flags = []
+
+    class Recording(Accelerator):
+        def backward(self, loss, **kwargs):
+            flags.append(self.sync_gradients)
+            super().backward(loss, **kwargs)
+
+    acc = Recording(cpu=True)
+    cfg = RLConfig(algo="grpo", beta=0.0, per_device_train_batch_size=1, max_completion_length=2).resolved()
+    policy_update(acc, model, processor, batch, cfg, normalizer(batch, "dapo", 2, 1), 0, MetricSums())
+    assert flags == [False, False, True] and acc.sync_gradients

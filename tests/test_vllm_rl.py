@@ -72,7 +72,7 @@ def test_poro_grpo_with_vllm_gives_the_hf_engines_losses_on_the_same_samples(tmp
             "--reward", "test_rl_trainer:vowels"]
     recorded = {}
 
-    def vllm_engine(cfg, policy, proc):
+    def vllm_engine(cfg, policy, proc, **_):
         assert cfg.engine == "vllm" and cfg.vllm_mode == "colocate"
         engine = VLLMEngine(policy, proc, OPTIONS, seed=cfg.seed)  # as the trainer builds it, with a small KV cache
         engine.suppress = []  # the trainer scores over the whole vocabulary
@@ -88,7 +88,7 @@ def test_poro_grpo_with_vllm_gives_the_hf_engines_losses_on_the_same_samples(tmp
     aware = [c for g in rec.rollouts[0][2:] for c in g]  # the policy-aware half (2 records after 2 plain)
     assert len(aware) == 4 and all(c.logprobs for c in aware)
 
-    monkeypatch.setattr(trainer, "rollout_engine", lambda cfg, policy, proc: Replay(rec.rollouts))
+    monkeypatch.setattr(trainer, "rollout_engine", lambda cfg, policy, proc, **_: Replay(rec.rollouts))
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "hf")])
     assert res.exit_code == 0, res.output
     vllm_losses, hf_losses = _losses(tmp_path / "vllm"), _losses(tmp_path / "hf")

@@ -46,7 +46,8 @@ class GenerationEngine(Protocol):
         ...
 
     def update_weights(self, model) -> None:
-        """Make the engine sample from the current policy weights (no-op when it shares them)."""
+        """Make the engine sample from the current policy weights (no-op when it shares them: such an
+        engine sets `shares_weights = True`, and is then not handed gathered ZeRO-3 weights)."""
         ...
 
     def close(self) -> None:
@@ -63,12 +64,18 @@ def split_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool
 
 
 class HFGenerateEngine:
-    """Sampling with transformers' `generate` on the training model itself (shared weights)."""
+    """Sampling with transformers' `generate` on the training model itself (shared weights).
 
-    def __init__(self, model, processor, batch_size: int = 16):
+    synced_gpus: every process generates in step with the others, as ZeRO-3 needs (each forward
+    gathers parameter shards from all processes); False leaves it to transformers."""
+
+    shares_weights = True
+
+    def __init__(self, model, processor, batch_size: int = 16, synced_gpus: bool = False):
         self.model = model
         self.processor = processor
         self.batch_size = batch_size  # prompts per generate() call
+        self.synced_gpus = synced_gpus
         tok = getattr(processor, "tokenizer", processor)
         self.tokenizer = tok
         eos = model.generation_config.eos_token_id
@@ -106,6 +113,7 @@ class HFGenerateEngine:
                     pad_token_id=self.pad_id,
                     suppress_tokens=self.suppress or None,
                     use_cache=True,
+                    synced_gpus=self.synced_gpus or None,  # None: transformers' own default
                 )
                 gen = seqs[:, inputs["input_ids"].shape[1] :].tolist()
                 for i in range(len(chunk)):

@@ -2,13 +2,39 @@
 
 Under ZeRO-3 each process holds a shard of every parameter, and the module's own parameters
 are empty placeholders. So a final model is saved from the state that `accelerator.get_state_dict`
-gathers (every process calls it, the main one writes; LoRA is merged from that state). Without
-DeepSpeed that state is the module's own, and the saved files are those of a plain save_pretrained.
+gathers (every process calls it, the main one writes; LoRA is merged from that state), code that
+reads whole weights runs inside `gathered_parameters`, and HF generate needs `synced_gpus` on
+every process (`zero3_enabled`). A loop that prepares no dataloader fills DeepSpeed's "auto" batch
+entries itself (`fill_deepspeed_auto`). Without DeepSpeed each of these is what plain code does.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+
+
+def deepspeed_config(accelerator) -> dict | None:
+    """The DeepSpeed config accelerate initialises the engine with; None without DeepSpeed."""
+    plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)
+    return None if plugin is None else plugin.deepspeed_config
+
+
+def zero3_enabled(accelerator) -> bool:
+    config = deepspeed_config(accelerator)
+    return config is not None and config.get("zero_optimization", {}).get("stage") == 3
+
+
+def fill_deepspeed_auto(accelerator, values: dict) -> None:
+    """Set the DeepSpeed config's top-level entries in `values` that are "auto" or absent (before
+    `prepare`); values the config gives are kept. No-op without DeepSpeed."""
+    config = deepspeed_config(accelerator)
+    if config is None:
+        return
+    for key, value in values.items():
+        if config.get(key, "auto") == "auto":
+            config[key] = value
 
 
 def save_trained(accelerator, model, processor, out: str | Path, merge_lora: bool = True,
@@ -34,3 +60,26 @@ def save_trained(accelerator, model, processor, out: str | Path, merge_lora: boo
         if merge_lora:
             module, state = module.get_base_model(), merge_lora_state(module, state)
     save_checkpoint(module, processor, out, state_dict=state)
+
+
+def gathered_parameters(accelerator, model):
+    """A context in which `model`'s parameters are whole on every process: DeepSpeed's
+    GatheredParameters under ZeRO-3 (collective; changes made inside are dropped), else nothing."""
+    if not zero3_enabled(accelerator):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()))
+
+
+@contextlib.contextmanager
+def micro_step(accelerator, model, last: bool) -> Iterator[None]:
+    """The forward/backward of one micro-batch of an optimizer step. Only the last synchronises
+    gradients (DDP) and ends the step: DeepSpeed steps its optimizer inside `accelerator.backward`
+    when `sync_gradients` is set, so it is cleared for the others."""
+    accelerator.sync_gradients = last
+    try:
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            yield
+    finally:
+        accelerator.sync_gradients = True

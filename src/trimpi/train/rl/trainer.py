@@ -2,7 +2,8 @@
 
 One step = `prompts_per_step` groups (over all processes) sampled from the current policy,
 then `num_iterations` optimizer updates on them. Each process takes its own shard of the
-records and its own prompts; gradients are averaged by DDP (`accelerate launch`).
+records and its own prompts; gradients are averaged by DDP or DeepSpeed (`accelerate launch`;
+what ZeRO-3 changes is in `trimpi.train.distributed`).
 Generation is seeded from (seed, step, rank), so a resumed run samples exactly what the
 uninterrupted run would have.
 
@@ -12,6 +13,7 @@ unless `overwrite`, an unfinished one resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -31,6 +33,7 @@ from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, Samplin
 from trimpi.generation.prompts import PromptBuilder
 from trimpi.generation.registry import build_engine
 from trimpi.models.processing import tokenizer_of
+from trimpi.train.distributed import fill_deepspeed_auto, gathered_parameters, zero3_enabled
 from trimpi.train.rl import checkpoint as ckpt
 from trimpi.train.rl.config import RLConfig
 from trimpi.train.rl.metrics import MetricSums, StepLogger, add_sample_metrics, step_row
@@ -89,16 +92,34 @@ def config_rewards(cfg: RLConfig, judge: Judge | None = None) -> RewardSpec:
     return RewardSpec(funcs=builtin_rewards(Scoring(cfg.scorer, judge)), weights=dict(cfg.reward_weights))
 
 
-def rollout_engine(cfg: RLConfig, policy, processor) -> GenerationEngine:
-    """The engine cfg.engine names, sampling from `policy` (vLLM: its weights synced in every step)."""
+def rollout_engine(cfg: RLConfig, policy, processor, synced_gpus: bool = False) -> GenerationEngine:
+    """The engine cfg.engine names, sampling from `policy` (vLLM: its weights synced in every step).
+    synced_gpus: HF generate in step on every process (ZeRO-3)."""
     if cfg.engine == "hf":
-        return HFGenerateEngine(policy, processor, batch_size=cfg.generation_batch_size)
+        return HFGenerateEngine(policy, processor, batch_size=cfg.generation_batch_size, synced_gpus=synced_gpus)
     from trimpi.generation.vllm_engine import VLLMOptions
 
     options = VLLMOptions(mode=cfg.vllm_mode, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                           tensor_parallel_size=cfg.vllm_tensor_parallel_size,
                           enable_sleep_mode=cfg.vllm_enable_sleep_mode)
     return build_engine(cfg.engine, policy, processor, cfg.generation_batch_size, options, seed=cfg.seed)
+
+
+def deepspeed_values(cfg: RLConfig) -> dict:
+    """The DeepSpeed config entries the RL loop sets (where they are "auto"): accelerate fills the
+    micro-batch size only from a prepared dataloader, and the loop has none. Each micro-batch's loss
+    is already its share of the step's loss and the loop marks the step's last micro-batch
+    (`micro_step`), so DeepSpeed must not divide by accumulation steps of its own: 1."""
+    return {"train_micro_batch_size_per_gpu": cfg.per_device_train_batch_size, "gradient_accumulation_steps": 1,
+            "gradient_clipping": cfg.max_grad_norm}
+
+
+def sync_weights(accelerator, engine: GenerationEngine, policy) -> None:
+    """engine.update_weights(policy); an engine that copies the weights gets them whole (collective
+    under ZeRO-3), one that samples from the policy itself does not need them gathered."""
+    shared = getattr(engine, "shares_weights", False)
+    with contextlib.nullcontext() if shared else gathered_parameters(accelerator, policy):
+        engine.update_weights(policy)
 
 
 def pad_token_id(processor) -> int:
@@ -155,12 +176,16 @@ def train_rl(
     from transformers import get_scheduler
 
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, cfg.warmup_steps, n_steps * cfg.num_iterations)
+    fill_deepspeed_auto(accelerator, deepspeed_values(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
     policy = accelerator.unwrap_model(model)
     if ref_model is not None:
         ref_model.to(accelerator.device)
     pad_id = pad_token_id(processor)
-    own_engine, engine = engine is None, engine or rollout_engine(cfg, policy, processor)
+    own_engine = engine is None
+    if own_engine:
+        with gathered_parameters(accelerator, policy):  # a vLLM engine starts from a copy of the whole model
+            engine = rollout_engine(cfg, policy, processor, synced_gpus=zero3_enabled(accelerator))
     sample = functools.partial(
         sample_groups, engine, PromptBuilder(processor, data_root, placement=cfg.policy_placement),
         num_generations=cfg.num_generations, rewards=rewards,
@@ -187,7 +212,7 @@ def train_rl(
     while step < n_steps:
         t0 = time.perf_counter()
         seed_everything(step_seed(cfg.seed, step, rank))
-        engine.update_weights(policy)
+        sync_weights(accelerator, engine, policy)
         samples, stats = collect(stream.take, sample, cfg.prompts_per_step // world,
                                  cfg.dynamic_sampling, cfg.dynamic_sampling_max_tries)
         t_gen = time.perf_counter() - t0

@@ -13,12 +13,11 @@ samples PolicyRollout adds.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.distributed as dist
 
 from trimpi.generation.prompts import to_model
+from trimpi.train.distributed import micro_step
 from trimpi.train.rl.core_algos import (
     LossNormalizer,
     aggregate_loss,
@@ -116,7 +115,8 @@ def policy_update(
     accelerator, model, processor, batch: RolloutBatch, cfg, norm: LossNormalizer, pad_token_id: int,
     metrics: MetricSums,
 ) -> None:
-    """Forward/backward over micro-batches (gradients accumulate; DDP syncs on the last one).
+    """Forward/backward over micro-batches (gradients accumulate; the last one syncs them and, under
+    DeepSpeed, steps the engine's optimizer).
 
     The micro-batch losses add up to the full-batch loss (`aggregate_loss`), so the gradient
     does not depend on `per_device_train_batch_size`.
@@ -124,9 +124,7 @@ def policy_update(
     slices = micro_slices(len(batch.samples), cfg.per_device_train_batch_size)
     t = batch.mask.shape[1]
     for k, sl in enumerate(slices):
-        last = k == len(slices) - 1
-        sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
-        with sync:
+        with micro_step(accelerator, model, last=k == len(slices) - 1):
             logps, entropy = sample_logps(model, processor, batch.samples[sl], pad_token_id, cfg.temperature, True)
             logps, entropy = _pad_to(logps, t), _pad_to(entropy, t)
             device = logps.device
