@@ -6,6 +6,12 @@ gathers (every process calls it, the main one writes; LoRA is merged from that s
 reads whole weights runs inside `gathered_parameters`, and HF generate needs `synced_gpus` on
 every process (`zero3_enabled`). A loop that prepares no dataloader fills DeepSpeed's "auto" batch
 entries itself (`fill_deepspeed_auto`). Without DeepSpeed each of these is what plain code does.
+
+Every forward under ZeRO-3 is a collective (each layer's parameters are gathered from all
+processes), and so is every backward under ZeRO-2/3 (gradients are reduced in it): processes must
+run the same number of them, so a loop whose processes hold different amounts of data agrees on
+counts first (`global_max`). Values are reduced over processes by `all_reduced`, on the device the
+process group's backend takes (NCCL reduces only CUDA tensors).
 """
 
 from __future__ import annotations
@@ -13,6 +19,36 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+REDUCE_OPS = {"sum": "SUM", "min": "MIN", "max": "MAX"}
+
+
+def collective_device(backend: str) -> str:
+    """The device of the tensors a process group with `backend` reduces: "cuda" for NCCL, else "cpu"."""
+    return "cuda" if backend == "nccl" else "cpu"
+
+
+def all_reduced(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """`x` reduced over all processes (op: sum, min or max), on x's device; `x` itself when the run is
+    not distributed. Collective: every process calls it, in the same order."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return x
+    y = x.to(collective_device(dist.get_backend()))
+    dist.all_reduce(y, op=getattr(dist.ReduceOp, REDUCE_OPS[op]))
+    return y.to(x.device)
+
+
+def global_sum(value: float) -> float:
+    """The sum of `value` over processes (collective)."""
+    return float(all_reduced(torch.tensor([value], dtype=torch.float64)).item())
+
+
+def global_max(value: int) -> int:
+    """The largest `value` of any process (collective)."""
+    return int(all_reduced(torch.tensor([value], dtype=torch.int64), "max").item())
 
 
 def deepspeed_config(accelerator) -> dict | None:

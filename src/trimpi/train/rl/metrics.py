@@ -12,8 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
+from trimpi.train.distributed import all_reduced
 from trimpi.train.rl.rollout import Sample
 
 
@@ -40,10 +40,7 @@ class MetricSums:
         ext_names = sorted(self.mins)
         lo = torch.tensor([self.mins[n] for n in ext_names], dtype=torch.float64)
         hi = torch.tensor([self.maxs[n] for n in ext_names], dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)
-            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        sums, lo, hi = all_reduced(sums), all_reduced(lo, "min"), all_reduced(hi, "max")
         out = {n: (s / c if c > 0 else 0.0) for n, (s, c) in zip(names, sums.tolist())}
         out.update({f"{n}/min": v for n, v in zip(ext_names, lo.tolist())})
         out.update({f"{n}/max": v for n, v in zip(ext_names, hi.tolist())})

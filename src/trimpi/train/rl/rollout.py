@@ -17,6 +17,7 @@ from trimpi.data.schema import PolicyStore, Record
 from trimpi.errors import TrimpiError
 from trimpi.generation.engine import Completion, GenerationEngine, SamplingParams  # noqa: F401
 from trimpi.generation.prompts import Prompt, PromptBuilder
+from trimpi.train.distributed import global_max
 from trimpi.train.rl.core_algos import group_advantages, zero_std_groups
 from trimpi.train.rl.encoding import completion_mask
 from trimpi.train.rl.rewards import RewardSpec
@@ -124,12 +125,19 @@ class RolloutStats:
     tries: int = 0
 
 
+def first_groups(samples: list[Sample], k: int) -> list[Sample]:
+    """The samples of the first k group ids met in `samples` (in order)."""
+    ids = set(list(dict.fromkeys(s.group_id for s in samples))[:k])
+    return [s for s in samples if s.group_id in ids]
+
+
 def collect(
     next_records: Callable[[int], list[tuple[int, Record]]],
     sample_fn: Callable[[list[Record], list[int]], list[Sample]],
     num_prompts: int,
     dynamic_sampling: bool,
     max_tries: int,
+    most_needed: Callable[[int], int] = global_max,
 ) -> tuple[list[Sample], RolloutStats]:
     """Collect `num_prompts` groups. `next_records(k)` yields k (group_id, record) pairs from
     the data stream; `sample_fn(records, group_ids)` samples and scores them.
@@ -139,16 +147,22 @@ def collect(
     that the step goes on with the groups it has. When no group at all had varied rewards, it
     goes on with the last round's groups: their advantages are zero, so the update carries no
     policy-gradient signal (as plain GRPO's does for flat groups), and a long run is not lost.
+
+    Processes sample in step (under ZeRO-3 each generate forward is collective): `most_needed(need)`
+    is the most groups any process still needs (collective; `global_max`), and every process draws
+    that many each round until none needs more. A process that needs fewer keeps the first varied
+    groups it needs and drops the others; one that needs none samples only to stay in step.
     """
     stats = RolloutStats()
     kept: list[Sample] = []
     last: list[Sample] = []
-    need = num_prompts
-    while need > 0:
-        if stats.tries >= (max_tries if dynamic_sampling else 1):
+    while stats.tries < (max_tries if dynamic_sampling else 1):
+        need = num_prompts - len({s.group_id for s in kept})
+        draw = most_needed(need)
+        if draw <= 0:
             break
         stats.tries += 1
-        drawn = next_records(need)
+        drawn = next_records(draw)
         samples = sample_fn([r for _, r in drawn], [g for g, _ in drawn])
         stats.sampled += samples
         stats.groups_sampled += len(drawn)
@@ -158,11 +172,12 @@ def collect(
         gids = torch.tensor([s.group_id for s in samples])
         flat = zero_std_groups(rewards, gids)
         stats.groups_zero_std += len({s.group_id for s, z in zip(samples, flat.tolist()) if z})
-        last = samples
+        if need <= 0:
+            continue
+        last = first_groups(samples, need)
         if dynamic_sampling:
             samples = [s for s, z in zip(samples, flat.tolist()) if not z]
-        kept += samples
-        need = num_prompts - len({s.group_id for s in kept})
+        kept += first_groups(samples, need)
     return kept or last, stats
 
 

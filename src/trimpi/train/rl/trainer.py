@@ -3,7 +3,9 @@
 One step = `prompts_per_step` groups (over all processes) sampled from the current policy,
 then `num_iterations` optimizer updates on them. Each process takes its own shard of the
 records and its own prompts; gradients are averaged by DDP or DeepSpeed (`accelerate launch`;
-what ZeRO-3 changes is in `trimpi.train.distributed`).
+what ZeRO-3 changes is in `trimpi.train.distributed`). Processes stay in step, as ZeRO-3's
+collective forwards need: the same dynamic-sampling rounds (`rollout.collect`) and the same
+number of micro-batches (`update.step_micro_batches`) on each, whatever each one keeps.
 Generation is seeded from (seed, step, rank), so a resumed run samples exactly what the
 uninterrupted run would have.
 
