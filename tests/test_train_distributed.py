@@ -22,7 +22,14 @@ from trimpi.generation.prompts import PromptBuilder
 from trimpi.models.loading import save_checkpoint
 from trimpi.models.lora import apply_lora, merge_lora_state
 from trimpi.models.tiny import build_tiny
-from trimpi.train.distributed import fill_deepspeed_auto, gathered_parameters, save_trained, zero3_enabled
+from trimpi.train.distributed import (
+    fill_deepspeed_auto,
+    frozen_deepspeed_config,
+    gathered_parameters,
+    prepare_frozen,
+    save_trained,
+    zero3_enabled,
+)
 from trimpi.train.rl import checkpoint as ckpt
 from trimpi.train.rl.config import RLConfig
 from trimpi.train.rl.trainer import (
@@ -234,10 +241,22 @@ def test_rl_trainer_fills_deepspeed_batch_entries_before_prepare(rl_data, tmp_pa
     assert at_prepare[0]["train_micro_batch_size_per_gpu"] == 3 and at_prepare[0]["gradient_accumulation_steps"] == 1
 
 
+class FakeEngine(torch.nn.Module):
+    """What deepspeed.initialize returns: an engine module around the model."""
+
+    def __init__(self, module, config):
+        super().__init__()
+        self.module, self.config = module, config
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
 @pytest.fixture
 def fake_deepspeed(monkeypatch):
-    """A `deepspeed` module whose GatheredParameters records what it gathers and when it is open."""
-    calls = SimpleNamespace(gathered=[], open=False)
+    """A `deepspeed` module whose GatheredParameters records what it gathers and when it is open, and whose
+    initialize wraps the model in a FakeEngine."""
+    calls = SimpleNamespace(gathered=[], open=False, engines=[])
 
     @contextlib.contextmanager
     def gathered_parameters(params):
@@ -246,7 +265,11 @@ def fake_deepspeed(monkeypatch):
         yield
         calls.open = False
 
-    deepspeed = SimpleNamespace(zero=SimpleNamespace(GatheredParameters=gathered_parameters))
+    def initialize(model, config):
+        calls.engines.append(FakeEngine(model, config))
+        return calls.engines[-1], None, None, None
+
+    deepspeed = SimpleNamespace(zero=SimpleNamespace(GatheredParameters=gathered_parameters), initialize=initialize)
     monkeypatch.setitem(sys.modules, "deepspeed", deepspeed)
     return calls
 
@@ -320,3 +343,132 @@ def test_only_the_last_micro_batch_ends_the_step(rl_data):
     cfg = RLConfig(algo="grpo", beta=0.0, per_device_train_batch_size=1, max_completion_length=2).resolved()
     policy_update(acc, model, processor, batch, cfg, normalizer(batch, "dapo", 2, 1), 0, MetricSums())
     assert flags == [False, False, True] and acc.sync_gradients
+
+
+# --- the reference model and the default learning rate under ZeRO-3
+
+
+def test_a_frozen_models_engine_has_the_trained_ones_config_without_optimizer():
+    config = {"train_micro_batch_size_per_gpu": 2, "bf16": {"enabled": True}, "optimizer": {"type": "AdamW"},
+              "scheduler": {"type": "WarmupLR"}, **ZERO3}
+    frozen = frozen_deepspeed_config(config)
+    assert frozen == {"train_micro_batch_size_per_gpu": 2, "bf16": {"enabled": True}, **ZERO3}
+    frozen["zero_optimization"]["stage"] = 0
+    assert config["zero_optimization"]["stage"] == 3 and "optimizer" in config  # the trained model's is untouched
+
+
+def test_a_frozen_model_gets_its_own_engine_only_under_zero3(fake_deepspeed):
+    model = torch.nn.Linear(2, 2)
+    plain = SimpleNamespace(device="cpu", state=SimpleNamespace(deepspeed_plugin=None))
+    zero2 = SimpleNamespace(device="cpu", **vars(plugin_accelerator({"zero_optimization": {"stage": 2}})))
+    assert prepare_frozen(plain, model) is model and prepare_frozen(plain, None) is None
+    assert prepare_frozen(zero2, model) is model
+    assert fake_deepspeed.engines == []
+    engine = prepare_frozen(plugin_accelerator({"optimizer": {"type": "AdamW"}, **ZERO3}), model)
+    assert fake_deepspeed.engines == [engine] and engine.module is model and not engine.training
+    assert engine.config == ZERO3
+
+
+def test_under_zero3_the_reference_is_never_a_copy_of_the_partitioned_policy():
+    from trimpi.errors import ConfigError
+    from trimpi.train.rl.trainer import reference_model
+
+    model = torch.nn.Linear(2, 2)
+    grpo, dapo = RLConfig(algo="grpo").resolved(), RLConfig(algo="dapo").resolved()
+    with pytest.raises(ConfigError, match="ZeRO-3 needs a reference model loaded apart") as e:
+        reference_model(grpo, model, zero3=True)
+    assert "\n" not in str(e.value)
+    given = torch.nn.Linear(2, 2)
+    assert reference_model(grpo, model, given, zero3=True) is given
+    assert reference_model(dapo, model, zero3=True) is None  # beta 0: no reference
+    copied = reference_model(grpo, model)
+    assert copied is not model and torch.equal(copied.weight, model.weight) and not copied.weight.requires_grad
+
+
+def test_the_reference_is_loaded_apart_only_under_zero3_when_one_is_needed():
+    from trimpi.train.rl.trainer import reference_loaded_apart
+
+    loads = []
+
+    def load():
+        loads.append(torch.nn.Linear(2, 2))
+        return loads[-1]
+
+    model, zero3 = torch.nn.Linear(2, 2), plugin_accelerator(ZERO3)
+    grpo, dapo = RLConfig(algo="grpo"), RLConfig(algo="dapo")
+    assert reference_loaded_apart(grpo, model, make_accelerator(), load) is None
+    assert reference_loaded_apart(dapo, model, zero3, load) is None
+    lora = apply_lora(build_tiny("idefics3", seed=0)[0], rank=2)
+    assert reference_loaded_apart(grpo, lora, zero3, load) is None  # the adapter-disabled policy is the reference
+    assert loads == []
+    ref = reference_loaded_apart(grpo, model, zero3, load)
+    assert loads == [ref] and not ref.training and not any(p.requires_grad for p in ref.parameters())
+
+
+@pytest.mark.parametrize("zero3", [False, True])
+def test_rl_cli_sizes_the_model_from_its_config_and_loads_the_reference_apart(zero3, rl_data, tmp_path, monkeypatch):
+    """Under zero3_init_flag the CLI's model loads partitioned (placeholders here): the default learning rate
+    follows the size in its config, and the reference (beta > 0) is a second load, frozen."""
+    from typer.testing import CliRunner
+
+    from trimpi.cli import app
+    from trimpi.models import loading
+    from trimpi.train.rl import config, trainer
+
+    root, _ = rl_data
+    model, processor = tiny_model()
+    save_checkpoint(model, processor, tmp_path / "model")
+    monkeypatch.setattr(config, "SMALL_MODEL_PARAMS", sum(p.numel() for p in model.parameters()))  # "large"
+    deepspeed = {**ZERO3} if zero3 else {"zero_optimization": {"stage": 2}}
+    accelerator = SimpleNamespace(device=torch.device("cpu"), is_main_process=True,
+                                  **vars(plugin_accelerator(deepspeed)))
+    monkeypatch.setattr(trainer, "make_accelerator", lambda report_to=None: accelerator)
+    loaded, seen = [], {}
+    load_model = loading.load_model
+
+    def partitioned(*args, **kwargs):
+        net, proc = load_model(*args, **kwargs)
+        placeholders(net)
+        loaded.append(net)
+        return net, proc
+
+    monkeypatch.setattr(loading, "load_model", partitioned)
+    monkeypatch.setattr(trainer, "train_rl", lambda *a, **k: seen.update(cfg=a[0], net=a[1], **k) or {})
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    res = CliRunner().invoke(app, ["train", "rl", "--data", str(root), "--model", str(tmp_path / "model"), "--out",
+                                   str(tmp_path / "out"), "--algo", "grpo", "--reward", "test_rl_trainer:vowels",
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert seen["cfg"].learning_rate == 1e-6  # the placeholders' count (0) would have given 1e-4
+    assert seen["net"] is loaded[0]
+    if zero3:
+        assert seen["ref_model"] is loaded[1] and len(loaded) == 2
+        assert not seen["ref_model"].training and not any(p.requires_grad for p in seen["ref_model"].parameters())
+    else:
+        assert seen["ref_model"] is None and len(loaded) == 1  # train_rl copies the starting model itself
+
+
+def test_pipeline_rl_step_loads_the_reference_apart_under_zero3(tmp_path, monkeypatch):
+    from _fixtures_train import write_dataset
+    from trimpi.models import loading
+    from trimpi.pipeline import execute
+    from trimpi.pipeline.execute import Context
+    from trimpi.pipeline.steps import Step
+    from trimpi.train.rl import trainer
+
+    loaded, seen = [], {}
+
+    def load_model(*args, **kwargs):
+        loaded.append(torch.nn.Linear(2, 2))
+        return loaded[-1], None
+
+    accelerator = SimpleNamespace(device="cpu", **vars(plugin_accelerator(ZERO3)))
+    monkeypatch.setattr(trainer, "make_accelerator", lambda: accelerator)
+    monkeypatch.setattr(loading, "load_model", load_model)
+    monkeypatch.setattr(trainer, "train_rl", lambda *a, **k: seen.update(net=a[1], **k) or {"step": 1})
+    data = Step("data", {"source": "path", "path": str(write_dataset(tmp_path / "d", n=2))})
+    step = Step("rl", {"algo": "grpo", "policy_rollout": True, "options": {}, "seed": 0},
+                [Step("base", {"model": "some/model"}), data])
+    step.dir(tmp_path).mkdir(parents=True)
+    execute.run_rl_step(step, Context(out=tmp_path, progress=False))
+    assert seen["net"] is loaded[0] and seen["ref_model"] is loaded[1] and not loaded[1].training

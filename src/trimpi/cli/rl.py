@@ -79,9 +79,10 @@ def rl(
     from trimpi.errors import ConfigError, DataError
     from trimpi.generation.judge import make_answer_judge
     from trimpi.models.loading import load_model
+    from trimpi.pipeline.options import model_parameters
     from trimpi.train.rl.config import RLConfig, default_learning_rate
     from trimpi.train.rl.rewards import RewardSpec
-    from trimpi.train.rl.trainer import make_accelerator, train_rl
+    from trimpi.train.rl.trainer import make_accelerator, reference_loaded_apart, train_rl
     from trimpi.train.stage import prepare_stage_dir
 
     prepare_stage_dir(out, overwrite)  # refuse a finished --out before loading anything
@@ -120,13 +121,15 @@ def rl(
         from trimpi.models.lora import apply_lora
 
         net = apply_lora(net, lora_r, lora_alpha, dropout=0.0)  # dropout would make the ratio noisy
-    if lr is None:
-        lr = default_learning_rate(sum(p.numel() for p in net.parameters()))
+    ref_model = reference_loaded_apart(cfg, net, accelerator, lambda: load_model(
+        model, dtype=dtype, device=accelerator.device, data=data, seed=seed)[0])
+    if lr is None:  # sized from the config: under ZeRO-3 the loaded parameters are empty placeholders
+        lr = default_learning_rate(model_parameters(model))
     cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate if lr is None else lr,
                               reward_weights=rewards.weights)
-    row = train_rl(cfg, net, processor, records, data, out, rewards=rewards, accelerator=accelerator,
-                   resume_from_checkpoint=resume_from_checkpoint, start_checkpoint=str(model), report_to=report_to,
-                   overwrite=overwrite, progress=progress)
+    row = train_rl(cfg, net, processor, records, data, out, rewards=rewards, ref_model=ref_model,
+                   accelerator=accelerator, resume_from_checkpoint=resume_from_checkpoint,
+                   start_checkpoint=str(model), report_to=report_to, overwrite=overwrite, progress=progress)
     if accelerator.is_main_process:
         typer.echo(f"model: {out}\nmetrics: {out / 'metrics.jsonl'}\nlast step: {row.get('step', 0)} "
                    f"reward {row.get('reward', 0.0):.3f}")

@@ -196,16 +196,21 @@ def run_rl_step(step: Step, ctx: Context) -> dict[str, Any]:
 
 def _train_rl(step: Step, ctx: Context, records, root: Path, resume: str | None) -> dict[str, Any]:
     from trimpi.models.loading import load_model
-    from trimpi.train.rl.trainer import make_accelerator, train_rl
+    from trimpi.train.rl.trainer import make_accelerator, reference_loaded_apart, train_rl
 
     accelerator = make_accelerator()
     cfg = rl_config(step)
     rewards = rl_rewards(step, cfg, root, accelerator.device)
     start = model_path(step.inputs[0], ctx.out)
-    net, processor = load_model(start, device=accelerator.device, data=root, seed=step.config["seed"])
-    return train_rl(cfg, net, processor, records, root, step.dir(ctx.out), rewards=rewards, accelerator=accelerator,
-                    resume_from_checkpoint=resume, start_checkpoint=start, progress=ctx.progress,
-                    on_step=ctx.on_rl_step)
+
+    def load():
+        return load_model(start, device=accelerator.device, data=root, seed=step.config["seed"])
+
+    net, processor = load()
+    ref_model = reference_loaded_apart(cfg, net, accelerator, lambda: load()[0])
+    return train_rl(cfg, net, processor, records, root, step.dir(ctx.out), rewards=rewards, ref_model=ref_model,
+                    accelerator=accelerator, resume_from_checkpoint=resume, start_checkpoint=start,
+                    progress=ctx.progress, on_step=ctx.on_rl_step)
 
 
 def rl_rewards(step: Step, cfg: RLConfig, root: Path, device: Any = None) -> RewardSpec:

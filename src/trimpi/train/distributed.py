@@ -5,7 +5,8 @@ are empty placeholders. So a final model is saved from the state that `accelerat
 gathers (every process calls it, the main one writes; LoRA is merged from that state), code that
 reads whole weights runs inside `gathered_parameters`, and HF generate needs `synced_gpus` on
 every process (`zero3_enabled`). A loop that prepares no dataloader fills DeepSpeed's "auto" batch
-entries itself (`fill_deepspeed_auto`). Without DeepSpeed each of these is what plain code does.
+entries itself (`fill_deepspeed_auto`). A frozen model beside the trained one (RL's reference) gets
+an engine of its own (`prepare_frozen`). Without DeepSpeed each of these is what plain code does.
 
 Every forward under ZeRO-3 is a collective (each layer's parameters are gathered from all
 processes), and so is every backward under ZeRO-2/3 (gradients are reduced in it): processes must
@@ -17,6 +18,7 @@ process group's backend takes (NCCL reduces only CUDA tensors).
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,6 +108,25 @@ def gathered_parameters(accelerator, model):
     import deepspeed
 
     return deepspeed.zero.GatheredParameters(list(model.parameters()))
+
+
+def frozen_deepspeed_config(config: dict) -> dict:
+    """The DeepSpeed config of a frozen model's engine: the trained model's (ZeRO stage, precision,
+    batch entries as `prepare` filled them) without its optimizer and scheduler."""
+    return {k: copy.deepcopy(v) for k, v in config.items() if k not in ("optimizer", "scheduler")}
+
+
+def prepare_frozen(accelerator, model):
+    """A frozen model (no optimizer) made ready beside the prepared one, after `prepare`. Under ZeRO-3
+    its own DeepSpeed engine over its weights, which must have been loaded partitioned (a separate
+    from_pretrained, as TRL does for its reference; a copy of a partitioned model holds only
+    placeholders); its forwards are then collective. Otherwise the model moved to the device."""
+    if model is None or not zero3_enabled(accelerator):
+        return None if model is None else model.to(accelerator.device)
+    import deepspeed
+
+    engine, *_ = deepspeed.initialize(model=model, config=frozen_deepspeed_config(deepspeed_config(accelerator)))
+    return engine.eval()
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, Samplin
 from trimpi.generation.prompts import PromptBuilder
 from trimpi.generation.registry import build_engine
 from trimpi.models.processing import tokenizer_of
-from trimpi.train.distributed import fill_deepspeed_auto, gathered_parameters, zero3_enabled
+from trimpi.train.distributed import fill_deepspeed_auto, gathered_parameters, prepare_frozen, zero3_enabled
 from trimpi.train.rl import checkpoint as ckpt
 from trimpi.train.rl.config import RLConfig
 from trimpi.train.rl.metrics import MetricSums, StepLogger, add_sample_metrics, step_row
@@ -81,12 +82,30 @@ def _is_peft(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
-def reference_model(cfg: RLConfig, model, ref_model=None):
-    """The frozen reference for β > 0: `ref_model`, or a copy of the starting model; None under
-    LoRA (the adapter-disabled policy is the reference) or when β = 0."""
-    if cfg.beta > 0 and ref_model is None and not _is_peft(model):
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    return ref_model
+def needs_reference(cfg: RLConfig, model) -> bool:
+    """Whether the loop needs a reference model apart from `model`: β > 0 without LoRA (under LoRA
+    the adapter-disabled policy is the reference)."""
+    return cfg.resolved().beta > 0 and not _is_peft(model)
+
+
+def reference_model(cfg: RLConfig, model, ref_model=None, zero3: bool = False):
+    """The frozen reference for β > 0: `ref_model`, or a copy of the starting model; None when not
+    `needs_reference`. Under ZeRO-3 (`zero3`) the model holds placeholders, so a copy would hold no
+    weights: the reference must be given, loaded apart (`reference_loaded_apart`)."""
+    if not needs_reference(cfg, model) or ref_model is not None:
+        return ref_model
+    if zero3:
+        raise ConfigError("beta > 0 under ZeRO-3 needs a reference model loaded apart (pass ref_model)")
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def reference_loaded_apart(cfg: RLConfig, model, accelerator, load: Callable[[], Any]):
+    """The `ref_model` to pass `train_rl` for `model` under ZeRO-3: `load()` (the starting model loaded
+    again, partitioned like the policy under zero3_init_flag), frozen; None when the run is not under
+    ZeRO-3 or needs no reference (`train_rl` then copies the starting model itself)."""
+    if not (zero3_enabled(accelerator) and needs_reference(cfg, model)):
+        return None
+    return load().eval().requires_grad_(False)
 
 
 def config_rewards(cfg: RLConfig, judge: Judge | None = None) -> RewardSpec:
@@ -152,7 +171,7 @@ def train_rl(
     records: training records (non-CoT QA with `answer`); data_root: their dataset directory
     (images, policies/). rewards: default `config_rewards(cfg)`, the built-ins weighted by
     cfg.reward_weights with accuracy scored by cfg.scorer (pass a RewardSpec to add a judge). ref_model: the frozen reference for β > 0 (default: a copy of `model`
-    as given, or the adapter-disabled base under LoRA). engine: rollout engine (default: HF
+    as given, or the adapter-disabled base under LoRA; under ZeRO-3 it must be given: `reference_loaded_apart`). engine: rollout engine (default: HF
     generate on `model`). resume_from_checkpoint: "last" (the newest checkpoint in `out`, if
     any), a checkpoint directory, or None to start from step 1. overwrite: train again over a
     finished `out`. progress: a progress bar (step, reward, accuracy, ETA). on_step(step, row):
@@ -171,7 +190,7 @@ def train_rl(
     rewards = rewards or config_rewards(cfg)
     seed_everything(cfg.seed)
 
-    ref_model = reference_model(cfg, model, ref_model)
+    ref_model = reference_model(cfg, model, ref_model, zero3_enabled(accelerator))
     n_steps = total_steps(cfg, len(records))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
@@ -181,8 +200,7 @@ def train_rl(
     fill_deepspeed_auto(accelerator, deepspeed_values(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
     policy = accelerator.unwrap_model(model)
-    if ref_model is not None:
-        ref_model.to(accelerator.device)
+    ref_model = prepare_frozen(accelerator, ref_model)
     pad_id = pad_token_id(processor)
     own_engine = engine is None
     if own_engine:
