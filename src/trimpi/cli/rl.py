@@ -80,6 +80,7 @@ def rl(
     from trimpi.generation.judge import make_answer_judge
     from trimpi.models.loading import load_model
     from trimpi.pipeline.options import model_parameters
+    from trimpi.train.distributed import zero3_enabled
     from trimpi.train.rl.config import RLConfig, default_learning_rate
     from trimpi.train.rl.rewards import RewardSpec
     from trimpi.train.rl.trainer import make_accelerator, reference_loaded_apart, train_rl
@@ -117,14 +118,15 @@ def rl(
     if judge:
         scoring.judge = make_answer_judge(judge, judge_model, data, dtype=dtype, device=accelerator.device)
     net, processor = load_model(model, dtype=dtype, device=accelerator.device, data=data, seed=seed)
+    if lr is None:  # under ZeRO-3 the loaded parameters are empty placeholders: size from the config then
+        lr = default_learning_rate(model_parameters(model) if zero3_enabled(accelerator)
+                                   else sum(p.numel() for p in net.parameters()))
     if lora_r > 0:
         from trimpi.models.lora import apply_lora
 
         net = apply_lora(net, lora_r, lora_alpha, dropout=0.0)  # dropout would make the ratio noisy
     ref_model = reference_loaded_apart(cfg, net, accelerator, lambda: load_model(
         model, dtype=dtype, device=accelerator.device, data=data, seed=seed)[0])
-    if lr is None:  # sized from the config: under ZeRO-3 the loaded parameters are empty placeholders
-        lr = default_learning_rate(model_parameters(model))
     cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate if lr is None else lr,
                               reward_weights=rewards.weights)
     row = train_rl(cfg, net, processor, records, data, out, rewards=rewards, ref_model=ref_model,
