@@ -64,3 +64,13 @@ def max_logprob_gap(model, processor, batch, groups, temperature: float) -> floa
     ref = trainer_logps(model, processor, batch, groups, temperature)
     got = [torch.tensor(c.logprobs) for g in groups for c in g]
     return max(float((a - b).abs().max()) for a, b in zip(got, ref))
+
+
+def engine_setup(tmp_path_factory, family: str, n: int):
+    """(dataset root, tiny model, processor, colocated vLLM engine) on a dataset with a policy image."""
+    from test_rl_fixtures import make_dataset
+    from trimpi.generation.vllm_engine import VLLMEngine
+
+    root = make_dataset(tmp_path_factory.mktemp(f"vllm_{family}") / "data", n=n, with_policy_image=True)
+    model, processor = tiny(family)
+    return root, model, processor, VLLMEngine(model, processor, OPTIONS)

@@ -7,15 +7,10 @@ import math
 
 import torch
 
-from test_rl_fixtures import tiny_model
-from test_rl_trainer import VOWELS
-from trimpi.data.schema import PolicyStore
-from trimpi.generation.engine import HFGenerateEngine, SamplingParams
-from trimpi.generation.prompts import PromptBuilder
+from test_rl_trainer import sampled_batch
 from trimpi.train.rl.config import RLConfig
 from trimpi.train.rl.core_algos import truncated_is_weights
 from trimpi.train.rl.metrics import MetricSums
-from trimpi.train.rl.rollout import make_batch, sample_groups
 from trimpi.train.rl.trainer import make_accelerator
 from trimpi.train.rl.update import batch_logps, normalizer, policy_update
 
@@ -39,12 +34,7 @@ def _loss(model, proc, batch, **tis) -> float:
 
 
 def test_correction_reweights_the_plain_half_and_never_the_policy_aware_half(rl_data):
-    root, records = rl_data
-    model, proc = tiny_model()
-    torch.manual_seed(1)
-    samples = sample_groups(HFGenerateEngine(model, proc), PromptBuilder(proc, root), records[:2], [0, 1], 3,
-                            SamplingParams(max_completion_length=7), VOWELS, PolicyStore(root))
-    batch = make_batch(samples, "group", mask_truncated=False)
+    model, proc, batch = sampled_batch(rl_data)
     assert batch.sampling_logps is None  # the HF engine gives none: the correction has nothing to do
     tis = dict(vllm_importance_sampling_correction=True, vllm_importance_sampling_cap=3.0)
     batch.sampling_logps = batch_logps(model, proc, batch, 8, proc.tokenizer.pad_token_id)

@@ -32,13 +32,18 @@ def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_update_same_for_any_micro_batch_split(rl_data):
+def sampled_batch(rl_data):
+    """A tiny model and a batch of 2 groups of 3 samples drawn by the HF engine (seeded)."""
     root, records = rl_data
     model, proc = tiny_model()
     torch.manual_seed(1)
     samples = sample_groups(HFGenerateEngine(model, proc), PromptBuilder(proc, root), records[:2], [0, 1], 3,
                             SamplingParams(max_completion_length=7), VOWELS, PolicyStore(root))
-    batch = make_batch(samples, "group", mask_truncated=False)
+    return model, proc, make_batch(samples, "group", mask_truncated=False)
+
+
+def test_update_same_for_any_micro_batch_split(rl_data):
+    model, proc, batch = sampled_batch(rl_data)
     assert batch.advantages.abs().sum() > 0
     pad = proc.tokenizer.pad_token_id
     batch.old_logps = batch_logps(model, proc, batch, 4, pad) + 0.05 * torch.randn(batch.mask.shape)
@@ -46,7 +51,7 @@ def test_update_same_for_any_micro_batch_split(rl_data):
     acc = make_accelerator()
     for loss_type in LOSS_TYPES:
         grads = []
-        for micro in (len(samples), 1, 5):
+        for micro in (len(batch.mask), 1, 5):
             cfg = RLConfig(algo="grpo", beta=0.04, loss_type=loss_type, per_device_train_batch_size=micro,
                            max_completion_length=7).resolved()
             model.zero_grad(set_to_none=True)

@@ -11,11 +11,9 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` runs this in .venv-vllm")
 
-from _vllm_fixtures import GREEDY, OPTIONS, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts, tiny  # noqa: E402
-from test_rl_fixtures import make_dataset  # noqa: E402
+from _vllm_fixtures import GREEDY, engine_setup, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts  # noqa: E402
 from trimpi.generation.engine import SamplingParams  # noqa: E402
 from trimpi.generation.prompts import Prompt  # noqa: E402
-from trimpi.generation.vllm_engine import VLLMEngine  # noqa: E402
 from trimpi.models.processing import visual_token_ids  # noqa: E402
 
 TOL = 2e-3  # fp32 on both sides; differences come from kernel order only
@@ -29,11 +27,9 @@ def _seeded():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = make_dataset(tmp_path_factory.mktemp("vllm") / "data", n=4, with_policy_image=True)
-    model, processor = tiny("idefics3")
-    engine = VLLMEngine(model, processor, OPTIONS)
-    yield root, model, processor, engine
-    engine.close()
+    setup = engine_setup(tmp_path_factory, "idefics3", n=4)
+    yield setup
+    setup[3].close()
 
 
 def test_greedy_tokens_match_hf_generate(setup):

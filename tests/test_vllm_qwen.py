@@ -11,19 +11,15 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` runs this in .venv-vllm")
 
-from _vllm_fixtures import GREEDY, OPTIONS, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts, tiny  # noqa: E402
-from test_rl_fixtures import make_dataset  # noqa: E402
+from _vllm_fixtures import GREEDY, engine_setup, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts  # noqa: E402
 from trimpi.generation.engine import SamplingParams  # noqa: E402
-from trimpi.generation.vllm_engine import VLLMEngine  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = make_dataset(tmp_path_factory.mktemp("vllm_qwen") / "data", n=2, with_policy_image=True)
-    model, processor = tiny("qwen2_5_vl")
-    engine = VLLMEngine(model, processor, OPTIONS)
-    yield root, model, processor, engine
-    engine.close()
+    setup = engine_setup(tmp_path_factory, "qwen2_5_vl", n=2)
+    yield setup
+    setup[3].close()
 
 
 def test_greedy_tokens_and_sampling_logprobs_match(setup, monkeypatch):
