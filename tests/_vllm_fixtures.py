@@ -74,3 +74,14 @@ def engine_setup(tmp_path_factory, family: str, n: int):
     root = make_dataset(tmp_path_factory.mktemp(f"vllm_{family}") / "data", n=n, with_policy_image=True)
     model, processor = tiny(family)
     return root, model, processor, VLLMEngine(model, processor, OPTIONS)
+
+
+def perturbed(model, scale: float = 0.05):
+    """A copy of `model` with Gaussian noise added to every weight (a trainer step's worth of change)."""
+    import copy
+
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return changed

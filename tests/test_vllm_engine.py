@@ -4,14 +4,13 @@ samples visual tokens, and sees the policy's images."""
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` runs this in .venv-vllm")
 
-from _vllm_fixtures import GREEDY, engine_setup, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts  # noqa: E402
+from _vllm_fixtures import GREEDY, engine_setup, perturbed, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts  # noqa: E402
 from trimpi.generation.engine import SamplingParams  # noqa: E402
 from trimpi.generation.prompts import Prompt  # noqa: E402
 from trimpi.models.processing import visual_token_ids  # noqa: E402
@@ -86,10 +85,7 @@ def test_after_a_weight_sync_vllm_samples_from_the_new_weights(setup, monkeypatc
     batch = prompts(processor, root) + prompts(processor, root, policy=True)
     engine.update_weights(model)
     before = [g[0].token_ids for g in engine.generate(batch, 1, GREEDY)]
-    changed = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in changed.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    changed = perturbed(model)
     try:
         engine.update_weights(changed)
         after = [g[0].token_ids for g in engine.generate(batch, 1, GREEDY)]

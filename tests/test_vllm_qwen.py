@@ -4,14 +4,13 @@ and weight updates agree with HF."""
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` runs this in .venv-vllm")
 
-from _vllm_fixtures import GREEDY, engine_setup, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts  # noqa: E402
+from _vllm_fixtures import GREEDY, engine_setup, perturbed, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts  # noqa: E402
 from trimpi.generation.engine import SamplingParams  # noqa: E402
 
 
@@ -37,10 +36,7 @@ def test_greedy_tokens_and_sampling_logprobs_match(setup, monkeypatch):
 def test_weight_sync(setup):
     root, model, processor, engine = setup
     batch = prompts(processor, root, policy=True)
-    changed = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in changed.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    changed = perturbed(model)
     try:
         engine.update_weights(changed)
         got = [g[0].token_ids for g in engine.generate(batch, 1, GREEDY)]
