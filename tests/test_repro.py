@@ -104,7 +104,18 @@ def test_setting_stages_replace_shared_ones(tmp_path):
     assert rp.setting_recipe(cfg, "T-d2", 0).stages["sft"]["epochs"] == 5
 
 
+def test_run_level_keys_reach_every_setting_and_its_eval_steps(tmp_path):
+    judge = {"url": "http://localhost:8000/v1", "model": "judge-7b"}
+    cfg = rp.load_repro(write_config(tmp_path, judge=judge, engine="vllm", dtype="float32"))
+    recipe = rp.setting_recipe(cfg, "T-d2", 0)
+    assert (recipe.judge.url, recipe.judge.model, recipe.engine, recipe.dtype) == (*judge.values(), "vllm", "float32")
+    assert {s.config.get("judge", {}).get("model") for s in make_plan(recipe).steps if s.kind == "eval"} >= {"judge-7b"}
+    assert rp.setting_recipe(rp.load_repro(write_config(tmp_path)), "T-d2", 0).judge is None
+
+
 @pytest.mark.parametrize("changes, match", [
+    ({"judge": {"url": "localhost:8000"}}, r"settings\.T-d2.*judge\.url: expected an http"),
+    ({"engine": "tgi"}, r"engine: expected one of"),
     ({"base": {"out": "x"}}, r"base: base\.out: unknown key"),
     ({"base": {"scnes": 3}}, r"base\.scnes: unknown key"),
     ({"seeds": [0, 0]}, "seeds"),

@@ -10,6 +10,7 @@
     stages: {...}       # shared by every setting; a setting's own `stages` entries replace these
     methods: [in_context, cot_sft, ...]
     eval: {protocols: [accuracy, override, referral], ...}
+    judge: {url: ..., model: ...}                # optional, as in a recipe; so are dtype, engine, accelerate
 
 Each setting and seed is one ordinary `trimpi run` recipe (`setting_recipe`) whose `base:` lists
 every setting's dataset, so the policy-following base excludes the policies of them all and is the
@@ -64,6 +65,11 @@ class ReproConfig(BaseModel):
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     methods: list[str]
     eval: dict[str, Any] = Field(default_factory=lambda: {"protocols": ["accuracy"]})
+    # Run-level keys shared by every setting, validated as the recipe's (trimpi.pipeline.recipe.Recipe).
+    dtype: str | None = None
+    accelerate: str | None = None
+    engine: str | None = None
+    judge: dict[str, Any] | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -80,12 +86,16 @@ class ReproConfig(BaseModel):
         return _dataclass_section(BaseOptions, base, {"datasets"}, "base")  # the settings are the datasets
 
 
+SHARED = ("dtype", "accelerate", "engine", "judge")  # recipe keys a repro config gives every setting
+
+
 def setting_recipe(cfg: ReproConfig, setting: str, seed: int) -> Recipe:
     """The `trimpi run` recipe of one setting and seed: its data, the shared base, stages, methods, eval."""
     spec = cfg.settings[setting]
     base = {**cfg.base, "datasets": [s.data for s in cfg.settings.values()]}
     values = {"name": f"{cfg.name}-{setting}", "seed": seed, "model": cfg.model, "data": spec.data, "base": base,
               "stages": {**cfg.stages, **spec.stages}, "methods": cfg.methods, "eval": {**cfg.eval, **spec.eval}}
+    values.update({k: v for k in SHARED if (v := getattr(cfg, k)) is not None})
     return parse_recipe(values, f"settings.{setting}")
 
 
