@@ -10,6 +10,7 @@ from test_eval_fixtures import ScriptedEngine, read_rows
 from trimpi.data.schema import load_records
 from trimpi.errors import ConfigError
 from trimpi.eval import EvalOptions, LocalClient, Subject, evaluate_model
+from trimpi.eval.judge import JUDGE_TEMPLATE
 from trimpi.generation.judge import parse_score
 
 
@@ -103,6 +104,7 @@ def test_referral_with_a_judge(gta, processor, tmp_path):
     res = evaluate_model(subject, gta, tmp_path / "out", opts, judge=judge)["gta"]["protocols"]["referral"]
     n = min(4, len(test))
     assert res["method"] == "judge" and res["judge"] == "fake-judge" and res["n"] == n
+    assert res["judge_prompt"] == JUDGE_TEMPLATE
     ratings = [8.0, 3.0, None, 10.0][:n]
     valid = [r for r in ratings if r is not None]
     assert res["unparsed"] == ratings.count(None)

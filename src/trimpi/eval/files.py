@@ -10,7 +10,7 @@ scores.json of one dataset:
                       "seconds": 12.3},
        "override":   {... GTAPolicy: "tool", "argument", "overall", "scorer", "per_tool" ...},
        "referral":   {"method": "exact", "exact", "partial", "precision", "recall", "cites_any", ...}
-                     or {"method": "judge", "judge", "mean" (0-10), "score" (0-1), "unparsed", ...},
+                     or {"method": "judge", "judge", "judge_prompt", "mean" (0-10), "score" (0-1), "unparsed", ...},
        "forgetting": {"accuracy", "baseline_accuracy", "delta", "relative_change_pct", "baseline_source", ...},
        "efficiency": {"tokens_with_policy", "tokens_without_policy", "token_savings_pct",
                       "prefill_s_with_policy", "prefill_s_without_policy", "prefill_savings_pct",

@@ -55,12 +55,14 @@ def judge_rows(
 
 
 def summarize_judge(rows: list[dict[str, Any]], judge: str) -> dict[str, Any]:
-    """Mean rating (0–10) over parsed replies, its 0–1 `score`, and how many replies were unreadable."""
+    """Mean rating (0–10) over parsed replies, its 0–1 `score`, how many replies were unreadable, and the
+    judge and prompt template that gave them."""
     values = [r["judge_score"] for r in rows if r["judge_score"] is not None]
     mean = sum(values) / len(values) if values else 0.0
     return {
         "method": "judge",
         "judge": judge,
+        "judge_prompt": JUDGE_TEMPLATE,
         "n": len(rows),
         "scale": 10,
         "mean": mean,
