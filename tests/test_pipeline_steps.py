@@ -153,8 +153,8 @@ def test_demo_writes_the_report_and_prints_the_table_with_reference_lines(tmp_pa
     result = CliRunner().invoke(app, ["--out", str(tmp_path / "demo"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "| In-context | in_context | 75.00 |" in result.output
-    assert "| *chance (a random case of the policy)* | reference | 50.00 |" in result.output
-    assert "| *always the policy's most frequent case* | reference |" in result.output
+    assert "| *chance (a random answer of the policy)* | reference | 50.00 |" in result.output
+    assert "| *always the policy's most frequent answer* | reference |" in result.output
     assert (tmp_path / "demo" / "report.md").is_file() and (tmp_path / "demo" / "accuracy.png").is_file()
 
 

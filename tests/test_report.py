@@ -127,11 +127,11 @@ def test_reference_lines_chance_majority_and_in_context(tmp_path):
     lines = reference_lines(load_run(out))
     assert lines == {"chance": 0.5, "majority": lines["majority"], "in_context": 0.25}
     md = results_markdown(results(load_run(out)), lines)
-    assert "| *chance (a random case of the policy)* | reference | 50.00 |" in md
-    assert "| *always the policy's most frequent case* | reference |" in md
+    assert "| *chance (a random answer of the policy)* | reference | 50.00 |" in md
+    assert "| *always the policy's most frequent answer* | reference |" in md
     assert md.count("In-context") == 1  # in-context is its method row, not repeated
     report = write_report(out)["md"].read_text()
-    assert "*chance (a random case of the policy)*" in report and (out / "accuracy.png").is_file()
+    assert "*chance (a random answer of the policy)*" in report and (out / "accuracy.png").is_file()
 
 
 def test_reference_lines_without_a_dataset_or_cases(tmp_path):
@@ -141,6 +141,41 @@ def test_reference_lines_without_a_dataset_or_cases(tmp_path):
     write_run(out)
     assert reference_lines(load_run(out)) == {"in_context": 0.25}
     assert chance_accuracy(tmp_path) is None
+
+
+def test_reference_lines_of_an_imported_choice_dataset_use_its_answer_type(tmp_path):
+    """Chance is one over the options; majority scores the policy's most frequent training answer with the
+    records' own scorer (so "B" counts as the second option); tool calls have neither line."""
+    from trimpi.data.io import write_jsonl
+    from trimpi.report import chance_accuracy, majority_accuracy
+
+    kind = {"type": "choice", "options": ["refund", "credit", "reject", "escalate"]}
+
+    def rows(answers, split):
+        return [{"id": f"{split}{i}", "task": "custom", "split": split, "policy": "returns", "query": "q?",
+                 "answer": a, "response": f"\\boxed{{{a}}}", "answer_type": kind, "images": [], "meta": {}}
+                for i, a in enumerate(answers)]
+
+    write_jsonl(tmp_path / "train.jsonl", rows(["credit", "credit", "B", "refund"], "train"))
+    write_jsonl(tmp_path / "test.jsonl", rows(["credit", "refund", "b", "escalate"], "test"))
+    assert chance_accuracy(tmp_path) == 0.25
+    assert majority_accuracy(tmp_path) == 0.5  # "credit" answers test 0 and test 2 ("b")
+    write_jsonl(tmp_path / "test.jsonl", [{**r, "answer_type": "tool_call"} for r in rows(["{}"], "test")])
+    assert chance_accuracy(tmp_path) is None and majority_accuracy(tmp_path) is None
+
+
+def test_the_report_names_the_recipes_judge(tmp_path):
+    from trimpi.report.run import judge_sentence
+
+    out = tmp_path / "run"
+    write_run(out)
+    assert "Judge of" not in write_report(out)["md"].read_text()
+    run = json.loads((out / "run.json").read_text())
+    run["recipe"]["judge"] = {"url": "http://localhost:8000/v1", "model": "qwen-judge"}
+    (out / "run.json").write_text(json.dumps(run))
+    assert judge_sentence(run["recipe"]["judge"]) in write_report(out)["md"].read_text()
+    assert "`qwen-judge` at http://localhost:8000/v1" in judge_sentence(run["recipe"]["judge"])
+    assert "local model `smol`" in judge_sentence({"url": None, "model": "smol"})
 
 
 def test_fault3_rl_rows_logged_twice_count_once_in_the_curves(tmp_path):

@@ -40,7 +40,7 @@ def test_repro_runs_seeds_in_parallel_children_and_writes_the_table(tmp_path):
     assert 0.25 <= setting["chance"]["mean"] <= 0.5  # a depth-2 policy has 2 to 4 cases
     assert set(table["bases"]) == {"seed-0", "seed-1"}
     md = (out / "repro.md").read_text()
-    assert "| CoT SFT |" in md and "chance (a random case of the policy)" in md and "over seeds 0, 1" in md
+    assert "| CoT SFT |" in md and "chance (a random answer of the policy)" in md and "over seeds 0, 1" in md
     for seed in (0, 1):
         run = json.loads((out / "runs" / "T-d2" / f"seed-{seed}" / "run.json").read_text())
         assert run["store"] == "../../.." and (out / "steps" / run["base"]["model"] / "trimpi_stage.json").is_file()

@@ -1,11 +1,14 @@
 """Reference lines a score is read against: chance, the per-policy majority, and in-context.
 
-chance     answering each test record with a uniformly random case of its policy (ClevrPolicy)
-majority   answering each test record with its policy's most frequent training answer
+chance     answering each test record with a uniformly random case of its policy (ClevrPolicy) or a
+           uniformly random option (answer type "choice")
+majority   answering each test record with its policy's most frequent training answer, scored by the
+           record's own answer type (so it is what a model that ignored the query would score)
 in-context the base model with the policy in its prompt (the run's in_context method)
 
-Chance and majority come from the dataset's files; datasets without per-policy cases (GTAPolicy)
-have neither.
+Chance and majority come from the dataset's files and need discrete answers (answer types clevr, exact,
+choice, numeric); datasets of tool calls or judged replies (GTAPolicy) have neither, and majority needs a
+training split with answers too.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any
 
 from trimpi.data.io import read_json
 
-LABELS = {"chance": "chance (a random case of the policy)", "majority": "always the policy's most frequent case",
+LABELS = {"chance": "chance (a random answer of the policy)", "majority": "always the policy's most frequent answer",
           "in_context": "in-context (policy in the prompt)"}
+DISCRETE = ("clevr", "exact", "choice", "numeric")  # answer types a fixed answer can be scored under
 
 
 def policy_cases(policy: dict[str, Any]) -> set[str]:
@@ -26,42 +30,58 @@ def policy_cases(policy: dict[str, Any]) -> set[str]:
     return {n[edge] for n in nodes.values() for edge in ("yes", "no") if edge in n and n[edge] not in nodes}
 
 
-def _case_test(data: Path):
-    """Test records of a ClevrPolicy-style dataset (every answer a case), or None."""
+def _discrete(data: Path, split: str):
+    """The split's records when every one has a discrete answer type (and there is at least one), else None."""
+    from trimpi.data.answers import answer_type_of
     from trimpi.data.schema import load_records
 
-    if not (data / "train.jsonl").is_file() or not (data / "test.jsonl").is_file():
+    path = data / f"{split}.jsonl"
+    if not path.is_file():
         return None
-    test = load_records(data / "test.jsonl")
-    if not test or not all(r.answer.startswith("Case") for r in test):
+    records = load_records(path)
+    if not records or not all(answer_type_of(r).name in DISCRETE for r in records):
         return None
-    return test
+    return records
+
+
+def record_chance(data: Path, record: Any) -> float | None:
+    """The chance of a uniformly random answer being right: 1 / cases of a ClevrPolicy tree, 1 / options
+    of a choice question; None when the answers are not a known finite set."""
+    from trimpi.data.answers import answer_type_of
+
+    kind = answer_type_of(record)
+    if kind.name == "clevr" and record.policy_path:
+        return 1 / (len(policy_cases(read_json(data / record.policy_path))) or 1)
+    if kind.name == "choice" and kind.options:
+        return 1 / len(kind.options)
+    return None
 
 
 def chance_accuracy(data: Path) -> float | None:
-    """Expected accuracy of a uniformly random case of each test record's policy; None without cases."""
-    test = _case_test(Path(data))
+    """Expected accuracy of a uniformly random answer to each test record; None unless every record has a
+    finite answer set."""
+    test = _discrete(Path(data), "test")
     if test is None:
         return None
-    sizes: dict[str, int] = {}
-    for r in test:
-        if r.policy_path not in sizes:
-            sizes[r.policy_path] = len(policy_cases(read_json(Path(data) / r.policy_path))) or 1
-    return sum(1 / sizes[r.policy_path] for r in test) / len(test)
+    chances = [record_chance(Path(data), r) for r in test]
+    return None if None in chances else sum(chances) / len(chances)
 
 
 def majority_accuracy(data: Path) -> float | None:
-    """Accuracy of answering each test record with its policy's most frequent training answer
-    (ClevrPolicy); None for datasets without per-policy cases."""
-    from trimpi.data.schema import load_records
+    """Accuracy of answering each test record with its policy's most frequent training answer, scored by
+    the record's answer type; None without discrete answers or a training split."""
+    from trimpi.data.answers import answer_type_of, unboxed
 
-    test = _case_test(Path(data))
-    if test is None:
+    test, train = _discrete(Path(data), "test"), _discrete(Path(data), "train")
+    if test is None or train is None:
         return None
-    counts: dict[str, Counter] = {}
-    for r in load_records(Path(data) / "train.jsonl"):
-        counts.setdefault(r.policy, Counter())[r.answer] += 1
-    hits = sum(counts.get(r.policy, Counter({"": 1})).most_common(1)[0][0] == r.answer for r in test)
+    counts: dict[str | None, Counter] = {}
+    for r in train:
+        counts.setdefault(r.policy, Counter())[unboxed(r.answer)] += 1
+    hits = 0.0
+    for r in test:
+        if r.policy in counts:
+            hits += answer_type_of(r).match(counts[r.policy].most_common(1)[0][0], unboxed(r.answer))
     return hits / len(test)
 
 

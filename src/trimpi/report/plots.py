@@ -110,5 +110,5 @@ def plot_repro(table: dict[str, Any]) -> str | None:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=6, ncol=2, loc="upper right")
-    ax.set_title("dashed: always the policy's most frequent case; dotted: chance", fontsize=8)
+    ax.set_title("dashed: always the policy's most frequent answer; dotted: chance", fontsize=8)
     return _fig_png(fig)

@@ -109,7 +109,7 @@ def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None], line
     parts = [f"# trimpi report: {recipe['name']}", "",
              f"Model `{recipe['model']}`, seed {recipe['seed']}, {len(rows)} methods. "
              "Scores are percentages on the test split, without the policy in the prompt "
-             "(in-context: with it).", "", "## Results", "",
+             "(in-context: with it)." + judge_sentence(recipe.get("judge")), "", "## Results", "",
              results_markdown(rows, lines)]
     if images.get("accuracy"):
         parts += ["", "![accuracy per method](accuracy.png)"]
@@ -138,6 +138,14 @@ def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None], line
               json.dumps({s["id"]: {"config": s["config"], "inputs": s["inputs"]} for s in run["steps"]},
                          indent=1, sort_keys=True), "```", ""]
     return "\n".join(parts)
+
+
+def judge_sentence(judge: dict[str, Any] | None) -> str:
+    """' Judge: …' naming the recipe's LLM judge (its prompts are in each evaluation's scores.json), or ''."""
+    if not judge:
+        return ""
+    who = f"`{judge.get('model') or 'default'}` at {judge['url']}" if judge.get("url") else f"local model `{judge['model']}`"
+    return f" Judge of referral and judged answers: {who} (its prompts are recorded in each evaluation's scores.json)."
 
 
 def results_markdown(rows: list[dict[str, Any]], lines: dict[str, float] | None = None) -> str:
