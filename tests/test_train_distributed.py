@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from test_rl_fixtures import tiny_model
+from trimpi.errors import TrimpiError
 from trimpi.generation.engine import HFGenerateEngine, SamplingParams
 from trimpi.generation.prompts import PromptBuilder
 from trimpi.models.loading import save_checkpoint
@@ -115,6 +116,51 @@ def test_rl_saves_write_the_gathered_weights_not_the_modules_own(family, tmp_pat
     ckpt._load_weights(fresh, saved)
     assert_same(fresh.state_dict(), gathered)
     assert_same(reloaded_state(tmp_path / "final", type(model)), gathered)
+
+
+class DeepSpeedGathering(Gathering):
+    """Gathering under a DeepSpeed (ZeRO-3) accelerate config."""
+
+    def __init__(self, gathered: dict):
+        super().__init__(gathered)
+        self.state = SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ZERO3))
+
+
+def test_rl_checkpoints_under_deepspeed_keep_every_optimizer_partition_through_the_engine(tmp_path):
+    """Under ZeRO one process's optimizer.state_dict() is its partition only: the engine's own checkpoint
+    (every process writes and reads its partition) replaces optimizer.pt, and a checkpoint resumes only
+    under the kind of config it was saved with."""
+    model, processor = build_tiny("idefics3", seed=0)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    calls = []
+
+    def save_checkpoint(save_dir, tag):
+        calls.append(("save", Path(save_dir).name, tag))
+        (Path(save_dir) / tag).mkdir(parents=True)
+
+    def load_checkpoint(load_dir, tag, load_optimizer_states, load_lr_scheduler_states):
+        calls.append(("load", load_dir, tag, load_optimizer_states, load_lr_scheduler_states))
+        return load_dir, {}
+
+    model.save_checkpoint, model.load_checkpoint = save_checkpoint, load_checkpoint
+    acc = DeepSpeedGathering(shifted(model))
+    saved = ckpt.save(acc, tmp_path, 2, model, processor, optimizer, scheduler, {"x": 1}, {"position": 5})
+    assert calls == [("save", "deepspeed", "state")]
+    assert (saved / "deepspeed" / "state").is_dir() and not (saved / "optimizer.pt").exists()
+    assert (saved / "model.safetensors").is_file()  # the gathered weights still load with from_pretrained
+    optimizer.load_state_dict = lambda _: pytest.fail("the partitioned optimizer is the engine's to load")
+    state, rank_state = ckpt.load(acc, saved, model, optimizer, scheduler)
+    assert calls[-1] == ("load", str(saved / "deepspeed"), "state", True, False)
+    assert state["step"] == 2 and rank_state["position"] == 5
+    with pytest.raises(TrimpiError, match="saved with DeepSpeed; resume it under the same accelerate config"):
+        ckpt.load(Gathering({}), saved, model, optimizer, scheduler)
+    plain, _ = build_tiny("idefics3", seed=0)
+    plain_opt = torch.optim.AdamW(plain.parameters())
+    plain_saved = ckpt.save(Gathering(shifted(plain)), tmp_path / "p", 1, plain, processor, plain_opt,
+                            torch.optim.lr_scheduler.LambdaLR(plain_opt, lambda _: 1.0), {}, {"position": 0})
+    with pytest.raises(TrimpiError, match="saved without DeepSpeed"):
+        ckpt.load(acc, plain_saved, model, optimizer, scheduler)
 
 
 def test_rl_lora_final_save_merges_the_gathered_state(tmp_path):

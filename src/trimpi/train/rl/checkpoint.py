@@ -4,12 +4,17 @@ Layout of `OUT/checkpoints/checkpoint-STEP/` (the stage layout of `trimpi.train.
     config.json, model.safetensors ...  the model (from_pretrained-loadable; adapter files under LoRA)
     processor / tokenizer files
     optimizer.pt, scheduler.pt          optimizer and LR scheduler state
+    deepspeed/                          under DeepSpeed, instead of optimizer.pt: the engine's own
+                                        checkpoint (every process's ZeRO partition of the optimizer)
     trainer_state.json                  step, RL config, the starting checkpoint
     rank-R.pt                           per process: data position and RNG states
 A checkpoint is written to a temporary directory and renamed, so a killed run never leaves
-a half-written one behind. Every .pt file holds only tensors, numbers, strings, lists and dicts
-(RNG states included), and is read with `torch.load(weights_only=True)`: resuming from a
-checkpoint someone else made cannot run code.
+a half-written one behind. Every .pt file trimpi writes holds only tensors, numbers, strings, lists
+and dicts (RNG states included), and is read with `torch.load(weights_only=True)`: resuming from a
+checkpoint someone else made cannot run code. Under ZeRO each process holds only its partition of
+the optimizer state, so `optimizer.state_dict()` on one process is not the run's; the engine's
+`save_checkpoint` / `load_checkpoint` (what the Hugging Face Trainer uses under DeepSpeed) write and
+read every partition, with DeepSpeed's own loader.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import torch
 
 from trimpi.data.io import ordinary_modes, read_json, write_json
 from trimpi.errors import TrimpiError
-from trimpi.train.distributed import save_trained
+from trimpi.train.distributed import deepspeed_config, save_trained
 from trimpi.train.stage import CHECKPOINTS_DIR
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "state"
 
 
 def checkpoints(out: str | Path) -> list[Path]:
@@ -98,11 +104,16 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     save_trained(accelerator, model, processor, tmp, merge_lora=False)
+    deepspeed = deepspeed_config(accelerator) is not None
     if accelerator.is_main_process:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if not deepspeed:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         write_json(tmp / "trainer_state.json", {**state, "step": step})
     accelerator.wait_for_everyone()
+    if deepspeed:  # collective: each process writes its partition
+        model.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+        accelerator.wait_for_everyone()
     torch.save({**rank_state, "rng": rng_state()}, tmp / f"rank-{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -141,8 +152,18 @@ def _load_weights(model, path: Path) -> None:
 
 def load(accelerator, path: Path, model, optimizer, scheduler) -> tuple[dict, dict]:
     """Restore weights, optimizer, scheduler and this process's RNG. Returns (state, rank_state)."""
-    _load_weights(accelerator.unwrap_model(model), path)
-    optimizer.load_state_dict(load_plain(path / "optimizer.pt"))
+    saved_by_deepspeed = (path / DEEPSPEED_DIR).is_dir()
+    if saved_by_deepspeed != (deepspeed_config(accelerator) is not None):
+        raise TrimpiError(f"{path}: saved {'with' if saved_by_deepspeed else 'without'} DeepSpeed; resume it under "
+                          "the same accelerate config it was made with")
+    if saved_by_deepspeed:  # collective: weights and every process's optimizer partition
+        loaded, _ = model.load_checkpoint(str(path / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                          load_lr_scheduler_states=False)
+        if loaded is None:
+            raise TrimpiError(f"{path / DEEPSPEED_DIR}: DeepSpeed could not load this checkpoint")
+    else:
+        _load_weights(accelerator.unwrap_model(model), path)
+        optimizer.load_state_dict(load_plain(path / "optimizer.pt"))
     scheduler.load_state_dict(load_plain(path / "scheduler.pt"))
     state = read_json(path / "trainer_state.json")
     rank_file = path / f"rank-{accelerator.process_index}.pt"
