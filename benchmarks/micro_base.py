@@ -8,7 +8,7 @@ in_context (the policy in the prompt) and forgetting (general scene questions, t
 later stages are compared with). Prints a markdown table with chance and per-policy majority.
 
     .venv/bin/python benchmarks/micro_base.py --model src/trimpi/models/base --out runs/micro-base-eval \\
-        [--blender-python .venv-blender/bin/python] [--clevr-dir /data/CLEVR_v1.0] [--dry-run] [--build-only]
+        [--blender-python .venv-blender/bin/python] [--clevr-dir /data/CLEVR_v1.0] [--limit N] [--dry-run] [--build-only]
 
 Pretraining with `--exclude` on these directories makes their disjointness checked, not only by construction.
 """
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--blender-python")
     ap.add_argument("--clevr-dir")
     ap.add_argument("--test", type=int, default=100, help="test instances per setting")
+    ap.add_argument("--limit", type=int, help="evaluate the first N records of each file only")
     ap.add_argument("--build-only", action="store_true", help="build the evaluation sets (to --exclude them "
                     "from pretraining), evaluate nothing")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -86,8 +87,8 @@ def main() -> None:
         if a.build_only:
             continue
         trimpi(["eval", "--model", a.model, "--data", str(a.out / name), "--out", str(a.out / "eval" / name),
-                "--protocols", "perception,in_context,forgetting", "--max-new-tokens", "320", "--no-progress"],
-               a.dry_run)
+                "--protocols", "perception,in_context,forgetting", "--max-new-tokens", "320", "--no-progress",
+                *(["--limit", str(a.limit)] if a.limit else [])], a.dry_run)
     if not (a.dry_run or a.build_only):
         print(table(a.out, list(builds)))
 
