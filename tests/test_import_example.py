@@ -119,3 +119,24 @@ def test_forward_teacher_traces_are_filtered_by_the_answer_type(tmp_path):
     kept = load_records(tmp_path / "traces.jsonl")
     assert {r.id for r in kept} == keep and summary["kept"] == len(keep)
     assert all(r.reasoning == "Checking the rules in order for this photo." for r in kept)
+
+
+def test_the_example_recipe_plans_every_protocol_with_its_judge(tmp_path):
+    """The shipped recipe on an imported returns-desk set: in-context, CoT SFT and TriMPI, each evaluated with
+    every protocol the dataset supports (override: its v2 policy; referral: the recipe's judge)."""
+    from trimpi.eval.protocols import inapplicable
+    from trimpi.pipeline import load_recipe, run_recipe
+
+    gen.generate(tmp_path / "src", seed=3, train_photos=3, test_photos=2, general=2)
+    data = tmp_path / "data"
+    import_dataset(ImportOptions(examples=[tmp_path / "src/conversations.jsonl"], policies=[str(EXAMPLE / "policy.md")],
+                                 override_policies=[str(EXAMPLE / "policy_v2.md")], answer_type=CHOICE), data)
+    recipe = load_recipe(EXAMPLE / "recipe.yaml", {"data": {"path": str(data)}})
+    record = run_recipe(recipe, tmp_path / "run", dry_run=True, echo=lambda _: None)
+    assert set(record["methods"]) == {"in_context", "cot_sft", "trimpi_grpo"}
+    evals = [s for s in record["steps"] if s["kind"] == "eval"]
+    protocols = {p for s in evals for p in s["config"]["protocols"]}
+    assert protocols >= {"accuracy", "in_context", "override", "policy_in_context", "referral", "forgetting",
+                         "efficiency"}
+    assert all(inapplicable(data, p, judge=True) is None for p in protocols)
+    assert all(s["config"]["judge"] == {"url": None, "model": "smol"} for s in evals)
