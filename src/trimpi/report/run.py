@@ -141,10 +141,11 @@ def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None], line
 
 
 def judge_sentence(judge: dict[str, Any] | None) -> str:
-    """' Judge: …' naming the recipe's LLM judge (its prompts are in each evaluation's scores.json), or ''."""
+    """The report's sentence naming the recipe's LLM judge (its prompts are in each evaluation's scores.json), or ''."""
     if not judge:
         return ""
-    who = f"`{judge.get('model') or 'default'}` at {judge['url']}" if judge.get("url") else f"local model `{judge['model']}`"
+    url = judge.get("url")
+    who = f"`{judge.get('model') or 'default'}` at {url}" if url else f"local model `{judge['model']}`"
     return f" Judge of referral and judged answers: {who} (its prompts are recorded in each evaluation's scores.json)."
 
 
