@@ -105,12 +105,23 @@ def write_model_files(model, processor, out: Path) -> Path:
     would restore."""
     base = base_model(model)
     out.mkdir(parents=True, exist_ok=True)
-    with merged_state(model) as state:
+    with merged_state(model) as state, written_by_every_process(base):
         base.save_pretrained(out, state_dict=state)
     processor.save_pretrained(out)
     if base.config.model_type in NO_VIDEO_PROCESSORS and getattr(processor, "video_processor", None) is None:
         default_video_processor(processor).save_pretrained(out)
     return out
+
+
+@contextlib.contextmanager
+def written_by_every_process(model) -> Iterator[None]:
+    """Under torch.distributed, transformers 5's `save_pretrained` writes on rank 0 only; a colocated engine's
+    files are its own process's copy, so every process must write them."""
+    model.should_save_on_this_rank = lambda is_main_process: True
+    try:
+        yield
+    finally:
+        del model.should_save_on_this_rank
 
 
 def default_video_processor(processor):

@@ -1,0 +1,25 @@
+"""The model files a colocated vLLM engine starts from (no vLLM needed): each process writes its own copy."""
+
+from __future__ import annotations
+
+import torch
+
+from trimpi.generation.vllm_engine import write_model_files
+from trimpi.models.tiny import build_tiny
+
+
+def test_a_process_other_than_rank_0_still_writes_its_engines_model_files(tmp_path, monkeypatch):
+    """transformers 5 writes save_pretrained files on torch.distributed rank 0 only; under DDP every process
+    colocates its own engine, so rank 1 must get config and weights too (it got an empty folder before)."""
+    from transformers.distributed import mixin
+
+    monkeypatch.setattr(mixin, "_is_torch_distributed_initialized", lambda: True)
+    monkeypatch.setattr(mixin, "_get_torch_distributed_rank", lambda: 1)
+    model, processor = build_tiny("idefics3", seed=0)
+    model.save_pretrained(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "config.json").exists()  # what rank 1's engine was given
+    out = write_model_files(model, processor, tmp_path / "engine")
+    assert (out / "config.json").is_file() and any(out.glob("*.safetensors"))
+    assert "should_save_on_this_rank" not in vars(model)  # the model saves as before afterwards
+    reloaded = type(model).from_pretrained(out).state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in model.state_dict().items())
