@@ -23,3 +23,26 @@ def test_a_process_other_than_rank_0_still_writes_its_engines_model_files(tmp_pa
     assert "should_save_on_this_rank" not in vars(model)  # the model saves as before afterwards
     reloaded = type(model).from_pretrained(out).state_dict()
     assert all(torch.equal(reloaded[k], v) for k, v in model.state_dict().items())
+
+
+def test_closing_an_engine_keeps_a_process_group_it_did_not_create(tmp_path, monkeypatch):
+    """Under DDP vLLM joins the trainer's process group; closing the engine must not destroy it (the trainer's
+    next barrier would fail), while a group vLLM created itself is cleaned up."""
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    from trimpi.generation.vllm_engine import VLLMEngine
+
+    calls = []
+    parallel_state = SimpleNamespace(cleanup_dist_env_and_memory=lambda: calls.append("cleanup"),
+                                     destroy_model_parallel=lambda: calls.append("model parallel only"))
+    distributed = ModuleType("vllm.distributed")
+    distributed.parallel_state = parallel_state
+    monkeypatch.setitem(sys.modules, "vllm", ModuleType("vllm"))
+    monkeypatch.setitem(sys.modules, "vllm.distributed", distributed)
+    for owns in (False, True):
+        engine = object.__new__(VLLMEngine)
+        engine.owns_process_group, engine.workdir = owns, tmp_path / f"w{owns}"
+        engine.llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: None)))
+        engine.close()
+    assert calls == ["model parallel only", "cleanup"]

@@ -211,6 +211,9 @@ class VLLMEngine:
         self.stop_ids = eos_ids(model, processor)
         self.suppress = visual_token_ids(processor, getattr(base_model(model), "config", None))
         self.sleeping = False
+        # vLLM joins a torch.distributed group it finds (a DDP trainer's) and creates one otherwise: only
+        # one it created may be destroyed at close.
+        self.owns_process_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
         self.workdir = Path(tempfile.mkdtemp(prefix="trimpi-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         try:
             write_model_files(model, processor, self.workdir)
@@ -286,7 +289,10 @@ class VLLMEngine:
                 llm.llm_engine.engine_core.shutdown()
             del llm
             with contextlib.suppress(Exception):
-                from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+                from vllm.distributed import parallel_state
 
-                cleanup_dist_env_and_memory()
+                if self.owns_process_group:
+                    parallel_state.cleanup_dist_env_and_memory()
+                else:  # the trainer's process group stays for its next collective
+                    parallel_state.destroy_model_parallel()
         shutil.rmtree(self.workdir, ignore_errors=True)
