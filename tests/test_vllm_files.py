@@ -26,23 +26,31 @@ def test_a_process_other_than_rank_0_still_writes_its_engines_model_files(tmp_pa
 
 
 def test_closing_an_engine_keeps_a_process_group_it_did_not_create(tmp_path, monkeypatch):
-    """Under DDP vLLM joins the trainer's process group; closing the engine must not destroy it (the trainer's
-    next barrier would fail), while a group vLLM created itself is cleaned up."""
+    """Under DDP vLLM joins the trainer's process group; its engine shutdown must then tear down only vLLM's own
+    groups (its full cleanup destroys the default group: the trainer's next barrier would fail), while a group
+    vLLM created itself is cleaned up in full."""
     import sys
     from types import ModuleType, SimpleNamespace
 
     from trimpi.generation.vllm_engine import VLLMEngine
 
     calls = []
-    parallel_state = SimpleNamespace(cleanup_dist_env_and_memory=lambda: calls.append("cleanup"),
+    parallel_state = SimpleNamespace(cleanup_dist_env_and_memory=lambda: calls.append("full cleanup"),
                                      destroy_model_parallel=lambda: calls.append("model parallel only"))
-    distributed = ModuleType("vllm.distributed")
-    distributed.parallel_state = parallel_state
-    monkeypatch.setitem(sys.modules, "vllm", ModuleType("vllm"))
-    monkeypatch.setitem(sys.modules, "vllm.distributed", distributed)
+    core = ModuleType("vllm.v1.engine.core")
+    core.cleanup_dist_env_and_memory = parallel_state.cleanup_dist_env_and_memory
+    modules = {name: ModuleType(name) for name in ("vllm", "vllm.distributed", "vllm.v1", "vllm.v1.engine")}
+    modules["vllm.v1.engine.core"] = core
+    modules["vllm.distributed"].parallel_state = parallel_state
+    modules["vllm.v1.engine"].core = core
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
     for owns in (False, True):
         engine = object.__new__(VLLMEngine)
         engine.owns_process_group, engine.workdir = owns, tmp_path / f"w{owns}"
-        engine.llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: None)))
+        shutdown = SimpleNamespace(shutdown=lambda: core.cleanup_dist_env_and_memory())  # as EngineCore.shutdown
+        engine.llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=shutdown))
         engine.close()
-    assert calls == ["model parallel only", "cleanup"]
+        calls.append("closed")
+    assert calls == ["model parallel only", "closed", "full cleanup", "full cleanup", "closed"]
+    assert core.cleanup_dist_env_and_memory is parallel_state.cleanup_dist_env_and_memory  # restored

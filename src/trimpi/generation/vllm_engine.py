@@ -199,6 +199,24 @@ def request_seeds(n: int) -> list[int | None]:
     return torch.randint(0, 2**31 - 1, (n,)).tolist()
 
 
+@contextlib.contextmanager
+def keeping_process_group(keep: bool) -> Iterator[None]:
+    """While `keep`, vLLM's engine shutdown tears down its model-parallel groups only: its full cleanup also
+    destroys torch.distributed's default group, which under DDP is the trainer's."""
+    if not keep:
+        yield
+        return
+    from vllm.distributed import parallel_state
+    from vllm.v1.engine import core
+
+    cleanup = core.cleanup_dist_env_and_memory
+    core.cleanup_dist_env_and_memory = parallel_state.destroy_model_parallel
+    try:
+        yield
+    finally:
+        core.cleanup_dist_env_and_memory = cleanup
+
+
 class VLLMEngine:
     """Colocated vLLM: `LLM` in this process, fed the trainer's weights by `update_weights`."""
 
@@ -285,7 +303,7 @@ class VLLMEngine:
         """Stop the engine and free its memory and files."""
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), keeping_process_group(not self.owns_process_group):
                 llm.llm_engine.engine_core.shutdown()
             del llm
             with contextlib.suppress(Exception):
@@ -293,6 +311,4 @@ class VLLMEngine:
 
                 if self.owns_process_group:
                     parallel_state.cleanup_dist_env_and_memory()
-                else:  # the trainer's process group stays for its next collective
-                    parallel_state.destroy_model_parallel()
         shutil.rmtree(self.workdir, ignore_errors=True)
