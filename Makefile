@@ -82,7 +82,8 @@ $(VLLM_STAMP): pyproject.toml constraints.txt tools/torchvision_cpu_shim.py
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/python -m pytest tests/test_vllm_*.py
 
-# Server mode (`vllm serve` in a child process): about 3-5 minutes more on 2 cores.
+# Server mode (`vllm serve` in a child process): about 3-5 minutes more on 2 cores; the scaled-down paper
+# recipes with `engine: vllm` under 2 processes: about 10 minutes each.
 test-vllm-slow: $(VLLM_STAMP)
 	$(VLLM_BIN)/python -m pytest -m slow tests/test_vllm_*.py
 

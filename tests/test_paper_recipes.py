@@ -2,7 +2,8 @@
 (each VM-CPT / SFT / RL step an `accelerate launch` job with the recipe's DeepSpeed config, data and
 evaluation in process). Scaled down (tiny Qwen2.5-VL, tiny data, one step per stage, two CPU processes with
 configs/accelerate/ddp_cpu.yaml) the same plan runs through every step: one recipe in the default suite's
-plan check, every recipe end to end under `-m slow` (HF generation; about 10 minutes each on 2 cores)."""
+plan check, every recipe end to end under `-m slow` (HF generation; 3–10 minutes each on 2 cores; with vLLM:
+tests/test_vllm_paper_recipes.py)."""
 
 from __future__ import annotations
 
@@ -129,8 +130,15 @@ def test_scaled_down_recipe_keeps_the_paper_plan(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
 def test_scaled_down_paper_recipe_runs_every_step_under_two_processes(path, tmp_path):
+    run_scaled_down(path, tmp_path)
+
+
+def run_scaled_down(path: Path, tmp_path: Path, engine: str = "hf", model: str = TINY_MODEL) -> dict:
+    """Run the scaled-down recipe with `engine` and `model` in a child process; check every step and the report.
+    Returns run.json."""
     small = tmp_path / path.name
-    small.write_text(yaml.safe_dump(scale_down(yaml.safe_load(path.read_text()))))
+    values = {**scale_down(yaml.safe_load(path.read_text())), "engine": engine, "model": model}
+    small.write_text(yaml.safe_dump(values))
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -147,3 +155,4 @@ def test_scaled_down_paper_recipe_runs_every_step_under_two_processes(path, tmp_
             assert "--config_file " + str(DDP_CPU) in (launch / "log.txt").read_text()
     report = (out / "report.md").read_text()
     assert all(info["label"] in report for info in run["methods"].values())
+    return run
