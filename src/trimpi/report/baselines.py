@@ -13,7 +13,9 @@ training split with answers too.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +46,14 @@ def _discrete(data: Path, split: str):
     return records
 
 
-def record_chance(data: Path, record: Any) -> float | None:
-    """The chance of a uniformly random answer being right: 1 / cases of a ClevrPolicy tree, 1 / options
-    of a choice question; None when the answers are not a known finite set."""
+def record_chance(record: Any, case_count: Callable[[str], int]) -> float | None:
+    """The chance of a uniformly random answer being right: 1 / cases of a ClevrPolicy tree (`case_count` of
+    its policy path), 1 / options of a choice question; None when the answers are not a known finite set."""
     from trimpi.data.answers import answer_type_of
 
     kind = answer_type_of(record)
     if kind.name == "clevr" and record.policy_path:
-        return 1 / (len(policy_cases(read_json(data / record.policy_path))) or 1)
+        return 1 / case_count(record.policy_path)
     if kind.name == "choice" and kind.options:
         return 1 / len(kind.options)
     return None
@@ -63,7 +65,12 @@ def chance_accuracy(data: Path) -> float | None:
     test = _discrete(Path(data), "test")
     if test is None:
         return None
-    chances = [record_chance(Path(data), r) for r in test]
+
+    @functools.cache
+    def case_count(policy_path: str) -> int:  # each policy file read once
+        return len(policy_cases(read_json(Path(data) / policy_path))) or 1
+
+    chances = [record_chance(r, case_count) for r in test]
     return None if None in chances else sum(chances) / len(chances)
 
 
