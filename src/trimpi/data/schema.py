@@ -25,6 +25,7 @@ policy file's own directory and appear in `text` at each IMAGE_MARKER, in order.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -175,6 +176,13 @@ def render_messages(
 def message_images(messages: list[dict[str, Any]]) -> list[str]:
     """Image paths of the messages' image blocks, in order of appearance."""
     return [b["path"] for m in messages for b in m["content"] if b.get("type") == "image"]
+
+
+def most_prompt_images(records: Iterable[Record], store: PolicyStore | None = None) -> int:
+    """The most images one prompt of `records` shows: the record's own, plus its policy's when rendered
+    with `store` (0 for no records). A vLLM engine must be started with room for that many."""
+    return max((len(r.images) + (len(store.get(r).images) if store is not None and r.policy_path else 0)
+                for r in records), default=0)
 
 
 class PolicyStore:

@@ -21,7 +21,7 @@ from typing import Any
 
 from trimpi.data.gta.scorers import TextScorer, get_scorer
 from trimpi.data.io import check_writable
-from trimpi.data.schema import POLICY_PLACEMENTS, PolicyStore, Record, load_records
+from trimpi.data.schema import POLICY_PLACEMENTS, PolicyStore, Record, load_records, most_prompt_images
 from trimpi.errors import ConfigError, DataError
 from trimpi.eval import efficiency as eff
 from trimpi.eval import files
@@ -95,9 +95,11 @@ class Subject:
     name: str = "model"
 
     @classmethod
-    def from_model(cls, model, processor, batch_size: int = 8, name: str = "model", engine: str = "hf") -> Subject:
-        return cls(processor=processor, engine=make_engine(model, processor, batch_size, engine), model=model,
-                   name=name)
+    def from_model(cls, model, processor, batch_size: int = 8, name: str = "model", engine: str = "hf",
+                   max_images: int | None = None) -> Subject:
+        """max_images: the most images one prompt will show (`most_images_generated`; vLLM needs it)."""
+        return cls(processor=processor, engine=make_engine(model, processor, batch_size, engine, max_images),
+                   model=model, name=name)
 
 
 class DatasetEval:
@@ -250,6 +252,18 @@ def validate(datasets: list[Path], opts: EvalOptions, judge: bool, out: str | Pa
         check_writable(out)
 
 
+def most_images_generated(datasets: list[Path], protocols: list[str], limit: int | None = None) -> int:
+    """The most images one prompt shows among those the protocols generate from on these datasets."""
+    most = 0
+    for ds in datasets:
+        store = PolicyStore(ds)
+        for spec in (PROTOCOLS[name] for name in protocols):
+            if spec.generates and (ds / spec.filename).is_file():
+                records = load_records(ds / spec.filename)[: limit or None]
+                most = max(most, most_prompt_images(records, store if spec.with_policy else None))
+    return most
+
+
 def dataset_outputs(datasets: list[Path], out: Path) -> list[Path]:
     return [Path(out)] if len(datasets) == 1 else [Path(out) / ds.name for ds in datasets]
 
@@ -319,7 +333,8 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
         raise ConfigError("--baseline-model and --baseline-scores: give one of them")
     net, processor = load_model(model, dtype=dtype, device=device, data=datasets[0], seed=seed)
     changed = neutralize_generation_config(net)
-    subject = Subject.from_model(net, processor, opts.batch_size, name=str(model), engine=opts.engine)
+    subject = Subject.from_model(net, processor, opts.batch_size, name=str(model), engine=opts.engine,
+                                 max_images=most_images_generated(datasets, opts.protocols, opts.limit))
     client = make_client(judge, judge_model, dtype=dtype, device=device) if judge else None
     param = next(net.parameters())
     meta = {"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device),
@@ -330,7 +345,8 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
         del subject, net
         base, base_proc = load_model(baseline_model, dtype=dtype, device=device, data=datasets[0], seed=seed)
         neutralize_generation_config(base)
-        baseline = Subject.from_model(base, base_proc, opts.batch_size, name=str(baseline_model), engine=opts.engine)
+        baseline = Subject.from_model(base, base_proc, opts.batch_size, name=str(baseline_model), engine=opts.engine,
+                                      max_images=most_images_generated(datasets, ["forgetting"], opts.limit))
         add_forgetting_baseline(baseline, data, out, opts, results)
         baseline.engine.close()
     return results

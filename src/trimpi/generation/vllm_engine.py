@@ -62,7 +62,7 @@ class VLLMOptions:
     enable_sleep_mode: bool = False  # GPU only: release vLLM's memory between rollouts
     max_model_len: int | None = None  # default: the model's max positions, at most 8192
     kv_cache_memory_bytes: int | None = None  # explicit KV-cache size (CPU default: vLLM's 4 GiB)
-    max_images_per_prompt: int = 8  # the query's images plus the policy's
+    max_images_per_prompt: int = 8  # the query's images plus the policy's (callers set it from their data)
     server_host: str = "127.0.0.1"
     server_port: int = 0  # 0: a free port
     server_timeout: float = 600.0  # seconds to wait for `vllm serve` to come up
@@ -165,6 +165,14 @@ def eos_ids(model, processor) -> set[int]:
     if tok.eos_token_id is not None:
         ids.add(tok.eos_token_id)
     return ids
+
+
+def check_image_counts(prompts: list[Prompt], limit: int) -> None:
+    """vLLM refuses a prompt with more images than the engine was started for: say so in one line."""
+    most = max((len(p.images) for p in prompts), default=0)
+    if most > limit:
+        raise ConfigError(f"a prompt shows {most} images but the vLLM engine was started for at most {limit} "
+                          "(VLLMOptions.max_images_per_prompt)")
 
 
 def vllm_request(prompt: Prompt) -> dict:
@@ -288,6 +296,7 @@ class VLLMEngine:
     def generate(self, prompts: list[Prompt], n: int, params: SamplingParams) -> list[list[Completion]]:
         if not prompts:
             return []
+        check_image_counts(prompts, self.options.max_images_per_prompt)
         seeds = request_seeds(len(prompts))
         sampling = [self.sampling_params(n, params, s) for s in seeds]
         if self.sleeping:

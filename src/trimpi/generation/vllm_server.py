@@ -37,6 +37,7 @@ from trimpi.generation.vllm_engine import (
     SUPPRESS_BIAS,
     VLLMOptions,
     base_model,
+    check_image_counts,
     checkpoint_state,
     default_max_model_len,
     eos_ids,
@@ -197,6 +198,7 @@ class VLLMServerEngine:
     def generate(self, prompts: list[Prompt], n: int, params: SamplingParams) -> list[list[Completion]]:
         if not prompts:
             return []
+        check_image_counts(prompts, self.options.max_images_per_prompt)
         seeds = request_seeds(len(prompts))
         with ThreadPoolExecutor(max_workers=min(32, len(prompts))) as pool:  # the server batches them
             return list(pool.map(lambda ps: self._request(ps[0], n, params, ps[1]), zip(prompts, seeds)))

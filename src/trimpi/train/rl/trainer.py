@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from trimpi.data.answers import Judge, Scoring
-from trimpi.data.schema import PolicyStore, Record
+from trimpi.data.schema import PolicyStore, Record, most_prompt_images
 from trimpi.errors import ConfigError
 from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, SamplingParams
 from trimpi.generation.prompts import PromptBuilder
@@ -113,9 +113,11 @@ def config_rewards(cfg: RLConfig, judge: Judge | None = None) -> RewardSpec:
     return RewardSpec(funcs=builtin_rewards(Scoring(cfg.scorer, judge)), weights=dict(cfg.reward_weights))
 
 
-def rollout_engine(cfg: RLConfig, policy, processor, synced_gpus: bool = False) -> GenerationEngine:
+def rollout_engine(cfg: RLConfig, policy, processor, synced_gpus: bool = False,
+                   max_images: int | None = None) -> GenerationEngine:
     """The engine cfg.engine names, sampling from `policy` (vLLM: its weights synced in every step).
-    synced_gpus: HF generate in step on every process (ZeRO-3)."""
+    synced_gpus: HF generate in step on every process (ZeRO-3). max_images: the most images a rollout
+    prompt shows (vLLM reserves room for that many)."""
     if cfg.engine == "hf":
         return HFGenerateEngine(policy, processor, batch_size=cfg.generation_batch_size, synced_gpus=synced_gpus)
     from trimpi.generation.vllm_engine import VLLMOptions
@@ -123,7 +125,8 @@ def rollout_engine(cfg: RLConfig, policy, processor, synced_gpus: bool = False) 
     options = VLLMOptions(mode=cfg.vllm_mode, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                           tensor_parallel_size=cfg.vllm_tensor_parallel_size,
                           enable_sleep_mode=cfg.vllm_enable_sleep_mode)
-    return build_engine(cfg.engine, policy, processor, cfg.generation_batch_size, options, seed=cfg.seed)
+    return build_engine(cfg.engine, policy, processor, cfg.generation_batch_size, options, seed=cfg.seed,
+                        max_images=max_images)
 
 
 def deepspeed_values(cfg: RLConfig) -> dict:
@@ -202,15 +205,16 @@ def train_rl(
     policy = accelerator.unwrap_model(model)
     ref_model = prepare_frozen(accelerator, ref_model)
     pad_id = pad_token_id(processor)
+    policies = PolicyStore(data_root) if cfg.policy_rollout else None
     own_engine = engine is None
     if own_engine:
         with gathered_parameters(accelerator, policy):  # a vLLM engine starts from a copy of the whole model
-            engine = rollout_engine(cfg, policy, processor, synced_gpus=zero3_enabled(accelerator))
+            engine = rollout_engine(cfg, policy, processor, synced_gpus=zero3_enabled(accelerator),
+                                    max_images=most_prompt_images(shard, policies))
     sample = functools.partial(
         sample_groups, engine, PromptBuilder(processor, data_root, placement=cfg.policy_placement),
         num_generations=cfg.num_generations, rewards=rewards,
-        params=SamplingParams(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k),
-        policies=PolicyStore(data_root) if cfg.policy_rollout else None)
+        params=SamplingParams(cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k), policies=policies)
 
     step, position = 0, 0
     resume = ckpt.resolve_resume(out, resume_from_checkpoint)

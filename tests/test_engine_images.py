@@ -1,0 +1,66 @@
+"""A vLLM engine is started with room for the most images one of its prompts shows: a ClevrPolicy M-d6
+policy alone has 20–33, more than vLLM's room of 8 that the engine used to be started with."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from test_rl_fixtures import make_dataset
+from trimpi.data.schema import IMAGE_MARKER, PolicyStore, load_records, most_prompt_images
+from trimpi.errors import ConfigError
+from trimpi.eval.runner import most_images_generated
+from trimpi.generation import vllm_engine
+from trimpi.generation.prompts import Prompt
+from trimpi.generation.registry import build_engine
+
+POLICY_IMAGES = 9
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Records with one image each whose policy shows POLICY_IMAGES images; test = train."""
+    root = make_dataset(tmp_path / "data", n=3, with_policy_image=True)
+    policy = json.loads((root / "policies" / "p0.json").read_text())
+    policy["text"] += "".join(f" Example {i}: {IMAGE_MARKER}." for i in range(POLICY_IMAGES - 1))
+    policy["images"] *= POLICY_IMAGES
+    (root / "policies" / "p0.json").write_text(json.dumps(policy))
+    shutil.copy(root / "train.jsonl", root / "test.jsonl")
+    return root
+
+
+def test_a_prompts_images_are_the_records_plus_its_policys_when_shown(dataset):
+    records = load_records(dataset / "train.jsonl")
+    assert most_prompt_images(records) == 1
+    assert most_prompt_images(records, PolicyStore(dataset)) == 1 + POLICY_IMAGES
+    assert most_prompt_images([], PolicyStore(dataset)) == 0
+
+
+def test_evaluation_counts_the_images_of_the_protocols_that_generate(dataset):
+    assert most_images_generated([dataset], ["accuracy"]) == 1
+    assert most_images_generated([dataset], ["accuracy", "in_context"]) == 1 + POLICY_IMAGES
+    assert most_images_generated([dataset], ["efficiency", "forgetting"]) == 0  # no generation; no general_test
+
+
+class Recorded:
+    def __init__(self, model, processor, options, seed=0):
+        self.options = options
+
+
+def test_vllm_is_started_with_room_for_the_images(monkeypatch):
+    monkeypatch.setattr(vllm_engine, "VLLMEngine", Recorded)
+    assert build_engine("vllm", None, None).options.max_images_per_prompt == 8
+    assert build_engine("vllm", None, None, max_images=34).options.max_images_per_prompt == 34
+    assert build_engine("vllm", None, None, max_images=0).options.max_images_per_prompt == 1  # text-only data
+
+
+def test_a_prompt_with_more_images_than_the_engine_has_room_for_is_one_line():
+    from PIL import Image
+
+    image = Image.new("RGB", (8, 8))
+    vllm_engine.check_image_counts([Prompt("a", [image] * 3)], 3)
+    with pytest.raises(ConfigError, match="shows 4 images but the vLLM engine was started for at most 3") as e:
+        vllm_engine.check_image_counts([Prompt("a", [image]), Prompt("b", [image] * 4)], 3)
+    assert "\n" not in str(e.value)
