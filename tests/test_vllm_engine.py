@@ -11,6 +11,7 @@ import torch
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` runs this in .venv-vllm")
 
 from _vllm_fixtures import GREEDY, engine_setup, perturbed, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts  # noqa: E402
+from trimpi.errors import ConfigError  # noqa: E402
 from trimpi.generation.engine import SamplingParams  # noqa: E402
 from trimpi.generation.prompts import Prompt  # noqa: E402
 from trimpi.models.processing import visual_token_ids  # noqa: E402
@@ -96,3 +97,13 @@ def test_after_a_weight_sync_vllm_samples_from_the_new_weights(setup, monkeypatc
     finally:
         engine.update_weights(model)
     assert [g[0].token_ids for g in engine.generate(batch, 1, GREEDY)] == before
+
+
+def test_a_prompt_longer_than_the_engine_is_refused_in_one_line(setup):
+    root, model, processor, engine = setup
+    batch = prompts(processor, root, k=1)
+    long = [Prompt(batch[0].text.replace("According", "According " * 1200), batch[0].images)]  # > max_model_len 1024
+    with pytest.raises(ConfigError, match="vLLM refused a prompt: .*1024.*--vllm-max-model-len") as e:
+        engine.generate(long, 1, GREEDY)
+    assert "\n" not in str(e.value)
+    assert engine.generate(batch, 1, GREEDY)[0][0].token_ids  # the engine still works

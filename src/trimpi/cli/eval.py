@@ -44,6 +44,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed for presets built on the fly.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     engine: Annotated[str, typer.Option(help="Generation engine: hf (transformers generate) or vllm.")] = "hf",
+    vllm_max_model_len: Annotated[int | None, typer.Option(help="vLLM's longest prompt + answer (default: the "
+                                                           "model's, at most 8192).")] = None,
 ) -> None:
     """Evaluate a model: writes predictions_<protocol>.jsonl and scores.json, prints a summary."""
     from trimpi.eval.protocols import asks_for_all, parse_protocols
@@ -54,6 +56,7 @@ def evaluate(
         placement=placement, scorer=scorer, judge_samples=judge_samples, efficiency_samples=efficiency_samples,
         efficiency_repeats=efficiency_repeats, baseline_scores=baseline_scores,
         skip_inapplicable=asks_for_all(protocols), progress=progress, engine=engine,
+        vllm_max_model_len=vllm_max_model_len,
     )
     out = out or default_out(model)
     if engine == "vllm":

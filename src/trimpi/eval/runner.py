@@ -58,6 +58,7 @@ class EvalOptions:
     skip_inapplicable: bool = False  # ("--protocols all") skip protocols a dataset lacks files or a judge for
     progress: bool = True
     engine: str = "hf"  # generation engine: hf or vllm
+    vllm_max_model_len: int | None = None  # vLLM's longest prompt + answer (default: the model's, at most 8192)
 
     def check(self, name: Callable[[str], str] | None = None) -> None:
         """Raise a one-line ConfigError for a bad value; `name(field)` spells the field as the user wrote it
@@ -76,6 +77,8 @@ class EvalOptions:
                 raise ConfigError(f"{name(key)}: must be at least 1, got {getattr(self, key)}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"{name('limit')}: must be at least 1, got {self.limit}")
+        if self.vllm_max_model_len is not None and self.vllm_max_model_len < 1:
+            raise ConfigError(f"{name('vllm_max_model_len')}: must be at least 1, got {self.vllm_max_model_len}")
         if self.efficiency_samples < 0:
             raise ConfigError(f"{name('efficiency_samples')}: must be at least 0, got {self.efficiency_samples}")
 
@@ -96,10 +99,11 @@ class Subject:
 
     @classmethod
     def from_model(cls, model, processor, batch_size: int = 8, name: str = "model", engine: str = "hf",
-                   max_images: int | None = None) -> Subject:
-        """max_images: the most images one prompt will show (`most_images_generated`; vLLM needs it)."""
-        return cls(processor=processor, engine=make_engine(model, processor, batch_size, engine, max_images),
-                   model=model, name=name)
+                   max_images: int | None = None, max_model_len: int | None = None) -> Subject:
+        """max_images: the most images one prompt will show (`most_images_generated`; vLLM needs it);
+        max_model_len: vLLM's longest sequence."""
+        return cls(processor=processor, model=model, name=name,
+                   engine=make_engine(model, processor, batch_size, engine, max_images, max_model_len))
 
 
 class DatasetEval:
@@ -334,7 +338,8 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
     net, processor = load_model(model, dtype=dtype, device=device, data=datasets[0], seed=seed)
     changed = neutralize_generation_config(net)
     subject = Subject.from_model(net, processor, opts.batch_size, name=str(model), engine=opts.engine,
-                                 max_images=most_images_generated(datasets, opts.protocols, opts.limit))
+                                 max_images=most_images_generated(datasets, opts.protocols, opts.limit),
+                                 max_model_len=opts.vllm_max_model_len)
     client = make_client(judge, judge_model, dtype=dtype, device=device) if judge else None
     param = next(net.parameters())
     meta = {"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device),
@@ -346,7 +351,8 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
         base, base_proc = load_model(baseline_model, dtype=dtype, device=device, data=datasets[0], seed=seed)
         neutralize_generation_config(base)
         baseline = Subject.from_model(base, base_proc, opts.batch_size, name=str(baseline_model), engine=opts.engine,
-                                      max_images=most_images_generated(datasets, ["forgetting"], opts.limit))
+                                      max_images=most_images_generated(datasets, ["forgetting"], opts.limit),
+                                      max_model_len=opts.vllm_max_model_len)
         add_forgetting_baseline(baseline, data, out, opts, results)
         baseline.engine.close()
     return results

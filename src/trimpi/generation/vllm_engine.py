@@ -175,6 +175,18 @@ def check_image_counts(prompts: list[Prompt], limit: int) -> None:
                           "(VLLMOptions.max_images_per_prompt)")
 
 
+def refused_in_one_line(generate, *args, **kwargs):
+    """`generate(*args, **kwargs)`; a request vLLM refuses (a prompt longer than max_model_len, ...) is one line."""
+    from vllm.exceptions import VLLMValidationError
+
+    try:
+        return generate(*args, **kwargs)
+    except VLLMValidationError as e:
+        hint = ("; raise the engine's length with --vllm-max-model-len (a recipe's stage or eval option "
+                "vllm_max_model_len)") if e.parameter == "input_tokens" else ""
+        raise ConfigError(f"vLLM refused a prompt: {str(e).splitlines()[0]}{hint}") from None
+
+
 def vllm_request(prompt: Prompt) -> dict:
     """One vLLM prompt: the chat-templated text (image placeholders unexpanded) and its images."""
     if prompt.images:
@@ -302,7 +314,7 @@ class VLLMEngine:
         if self.sleeping:
             self.llm.wake_up()
             self.sleeping = False
-        outputs = self.llm.generate([vllm_request(p) for p in prompts], sampling, use_tqdm=False)
+        outputs = refused_in_one_line(self.llm.generate, [vllm_request(p) for p in prompts], sampling, use_tqdm=False)
         if self.options.enable_sleep_mode:  # GPU: give the memory back to the trainer until the next rollout
             self.llm.sleep(level=1)
             self.sleeping = True

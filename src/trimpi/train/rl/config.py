@@ -71,6 +71,7 @@ class RLConfig:
     vllm_gpu_memory_utilization: float = 0.3
     vllm_tensor_parallel_size: int = 1
     vllm_enable_sleep_mode: bool = False  # GPU only
+    vllm_max_model_len: int | None = None  # longest prompt + completion (default: the model's, at most 8192)
     vllm_importance_sampling_correction: bool = False  # truncated IS on the plain half (update.py)
     vllm_importance_sampling_cap: float = 3.0
 
@@ -106,6 +107,7 @@ class RLConfig:
             (self.max_steps > 0 or self.epochs > 0, "set --max-steps or --epochs > 0"),
             (self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}"),
             (self.vllm_importance_sampling_cap >= 1, "--vllm-importance-sampling-cap must be >= 1"),
+            (self.vllm_max_model_len is None or self.vllm_max_model_len >= 1, "--vllm-max-model-len must be >= 1"),
             (not self.vllm_importance_sampling_correction or self.engine == "vllm",
              "--vllm-importance-sampling-correction needs --engine vllm"),
         ]

@@ -1,5 +1,6 @@
-"""A vLLM engine is started with room for the most images one of its prompts shows: a ClevrPolicy M-d6
-policy alone has 20–33, more than vLLM's room of 8 that the engine used to be started with."""
+"""What a vLLM engine is started with: room for the most images one of its prompts shows (a ClevrPolicy
+M-d6 policy alone has 20–33, more than the room of 8 the engine used to be started with) and the
+longest sequence a user asks for (`vllm_max_model_len` of RL and evaluation)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import shutil
 
 import pytest
 
+from test_pipeline_options import RECIPE
 from test_rl_fixtures import make_dataset
 from trimpi.data.schema import IMAGE_MARKER, PolicyStore, load_records, most_prompt_images
 from trimpi.errors import ConfigError
-from trimpi.eval.runner import most_images_generated
+from trimpi.eval.runner import Subject, most_images_generated
 from trimpi.generation import vllm_engine
 from trimpi.generation.prompts import Prompt
 from trimpi.generation.registry import build_engine
+from trimpi.pipeline import make_plan, parse_recipe
+from trimpi.train.rl.config import RLConfig
+from trimpi.train.rl.trainer import rollout_engine
 
 POLICY_IMAGES = 9
 
@@ -49,11 +54,27 @@ class Recorded:
         self.options = options
 
 
-def test_vllm_is_started_with_room_for_the_images(monkeypatch):
+def test_vllm_is_started_with_room_for_the_images_and_the_length(monkeypatch):
     monkeypatch.setattr(vllm_engine, "VLLMEngine", Recorded)
     assert build_engine("vllm", None, None).options.max_images_per_prompt == 8
     assert build_engine("vllm", None, None, max_images=34).options.max_images_per_prompt == 34
     assert build_engine("vllm", None, None, max_images=0).options.max_images_per_prompt == 1  # text-only data
+    assert build_engine("vllm", None, None).options.max_model_len is None  # the model's, at most 8192
+    cfg = RLConfig(engine="vllm", vllm_max_model_len=16384)
+    options = rollout_engine(cfg, None, None, max_images=3).options
+    assert (options.max_model_len, options.max_images_per_prompt) == (16384, 3)
+    subject = Subject.from_model(None, None, engine="vllm", max_images=2, max_model_len=12000)
+    assert (subject.engine.options.max_model_len, subject.engine.options.max_images_per_prompt) == (12000, 2)
+
+
+def test_a_recipe_sets_the_vllm_length_of_rl_and_evaluation():
+    recipe = {**RECIPE, "engine": "vllm", "stages": {"grpo": {"vllm_max_model_len": 16384}},
+              "eval": {"vllm_max_model_len": 12000}}
+    plan = make_plan(parse_recipe(recipe))
+    assert plan.models["cot_sft_grpo"].config["options"]["vllm_max_model_len"] == 16384
+    assert plan.evals["cot_sft_grpo"].config["options"]["vllm_max_model_len"] == 12000
+    with pytest.raises(ConfigError, match="vllm_max_model_len"):
+        make_plan(parse_recipe({**RECIPE, "eval": {"vllm_max_model_len": 0}}))
 
 
 def test_a_prompt_with_more_images_than_the_engine_has_room_for_is_one_line():
