@@ -242,12 +242,13 @@ def test_without_deepspeed_the_saved_files_are_the_plain_saves(lora, tmp_path):
 
 
 def test_deepspeed_auto_entries_are_filled_and_given_ones_kept():
-    config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+    config = {"train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
               "gradient_clipping": 0.5, **ZERO3}
     cfg = RLConfig(per_device_train_batch_size=3, max_grad_norm=2.0)
-    fill_deepspeed_auto(plugin_accelerator(config), deepspeed_values(cfg))
-    assert config == {"train_micro_batch_size_per_gpu": 3, "gradient_accumulation_steps": 1, "gradient_clipping": 0.5,
-                      **ZERO3}
+    fill_deepspeed_auto(plugin_accelerator(config), deepspeed_values(cfg, world=4))
+    # DeepSpeed asserts train_batch_size == micro-batch x accumulation x processes
+    assert config == {"train_micro_batch_size_per_gpu": 3, "train_batch_size": 12, "gradient_accumulation_steps": 1,
+                      "gradient_clipping": 0.5, **ZERO3}
     fill_deepspeed_auto(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)), {"x": 1})  # no DeepSpeed: no-op
 
 

@@ -100,11 +100,34 @@ def _load_pretrained(name: str | Path, dtype: torch.dtype):
         check_hub_id(str(name), fetch=True)
     local = _local_only(name)
     try:
+        import_model_modules(str(name), local)
         model = AutoModelForImageTextToText.from_pretrained(str(name), dtype=dtype, local_files_only=local)
     except Exception as e:  # noqa: BLE001 - hub/IO/config errors, reported in one line
         where = "local directory" if path.exists() else "Hugging Face model"
         raise ModelError(f"{name}: cannot load as a {where} ({type(e).__name__}: {e})".splitlines()[0][:300]) from None
     return model, load_processor(name)
+
+
+def import_model_modules(name: str, local: bool) -> None:
+    """Import the modeling modules of the model and of its sub-models (vision, text) before from_pretrained.
+
+    Under ZeRO-3, from_pretrained builds the model inside DeepSpeed's `zero.Init`, which wraps the
+    `__init__` of every module class and, on exit, puts back the one it wrapped. A class first imported
+    inside it is wrapped before a class decorator replaces its `__init__` (transformers' hub-kernel layers,
+    e.g. LlamaAttention), so the decorator's `__init__` is lost on exit, and the next model loaded (RL's
+    reference) fails in its first forward."""
+    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return
+    config = AutoConfig.from_pretrained(name, local_files_only=local)
+    if type(config) in AutoModelForImageTextToText._model_mapping:
+        AutoModelForImageTextToText._model_mapping[type(config)]  # noqa: B018 - the lookup imports the module
+    for key in getattr(config, "sub_configs", {}):
+        sub = getattr(config, key, None)
+        if sub is not None and type(sub) in AutoModel._model_mapping:
+            AutoModel._model_mapping[type(sub)]  # noqa: B018
 
 
 def offline_mode() -> bool:

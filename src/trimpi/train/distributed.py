@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def global_sum(value: float) -> float:
 def global_max(value: int) -> int:
     """The largest `value` of any process (collective)."""
     return int(all_reduced(torch.tensor([value], dtype=torch.int64), "max").item())
+
+
+def deepspeed_launched() -> bool:
+    """Whether `accelerate launch` started this process with a DeepSpeed config (before any Accelerator exists)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
 def deepspeed_config(accelerator) -> dict | None:
@@ -126,7 +132,8 @@ def prepare_frozen(accelerator, model):
     import deepspeed
 
     engine, *_ = deepspeed.initialize(model=model, config=frozen_deepspeed_config(deepspeed_config(accelerator)))
-    return engine.eval()
+    engine.eval()  # DeepSpeedEngine.eval returns None, unlike Module.eval
+    return engine
 
 
 @contextlib.contextmanager

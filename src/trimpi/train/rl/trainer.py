@@ -36,7 +36,13 @@ from trimpi.generation.engine import GenerationEngine, HFGenerateEngine, Samplin
 from trimpi.generation.prompts import PromptBuilder
 from trimpi.generation.registry import build_engine
 from trimpi.models.processing import tokenizer_of
-from trimpi.train.distributed import fill_deepspeed_auto, gathered_parameters, prepare_frozen, zero3_enabled
+from trimpi.train.distributed import (
+    deepspeed_launched,
+    fill_deepspeed_auto,
+    gathered_parameters,
+    prepare_frozen,
+    zero3_enabled,
+)
 from trimpi.train.rl import checkpoint as ckpt
 from trimpi.train.rl.config import RLConfig
 from trimpi.train.rl.metrics import MetricSums, StepLogger, add_sample_metrics, step_row
@@ -47,14 +53,21 @@ from trimpi.train.stage import mark_finished, prepare_stage_dir
 
 
 def make_accelerator(report_to: str | None = None):
-    """An Accelerator for RL: CPU when no GPU, DDP tolerant of parameters without gradient."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    """An Accelerator for RL: CPU when no GPU, DDP tolerant of parameters without gradient. The loop
+    accumulates micro-batches itself (`deepspeed_values`): accelerate's own accumulation stays at 1, which
+    also keeps it from reading a DeepSpeed config's `gradient_accumulation_steps: auto` as a number."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin
 
+    cpu = not torch.cuda.is_available()
+    if cpu and deepspeed_launched():  # as the HF Trainer does: gloo processes first, then DeepSpeed on them
+        PartialState(cpu=True)
+        cpu = False  # Accelerator(cpu=True) would drop DeepSpeed for DDP
     return Accelerator(
-        cpu=not torch.cuda.is_available(),
+        cpu=cpu,
         log_with=report_to.split(",") if _tracking(report_to) else None,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),
     )
 
 
@@ -129,13 +142,14 @@ def rollout_engine(cfg: RLConfig, policy, processor, synced_gpus: bool = False,
                         max_images=max_images)
 
 
-def deepspeed_values(cfg: RLConfig) -> dict:
-    """The DeepSpeed config entries the RL loop sets (where they are "auto"): accelerate fills the
-    micro-batch size only from a prepared dataloader, and the loop has none. Each micro-batch's loss
-    is already its share of the step's loss and the loop marks the step's last micro-batch
-    (`micro_step`), so DeepSpeed must not divide by accumulation steps of its own: 1."""
-    return {"train_micro_batch_size_per_gpu": cfg.per_device_train_batch_size, "gradient_accumulation_steps": 1,
-            "gradient_clipping": cfg.max_grad_norm}
+def deepspeed_values(cfg: RLConfig, world: int) -> dict:
+    """The DeepSpeed config entries the RL loop sets (where they are "auto") for `world` processes:
+    accelerate fills the batch sizes only from a prepared dataloader, and the loop has none. Each
+    micro-batch's loss is already its share of the step's loss and the loop marks the step's last
+    micro-batch (`micro_step`), so DeepSpeed must not divide by accumulation steps of its own: 1."""
+    micro = cfg.per_device_train_batch_size
+    return {"train_micro_batch_size_per_gpu": micro, "train_batch_size": micro * world,
+            "gradient_accumulation_steps": 1, "gradient_clipping": cfg.max_grad_norm}
 
 
 def sync_weights(accelerator, engine: GenerationEngine, policy) -> None:
@@ -200,7 +214,7 @@ def train_rl(
     from transformers import get_scheduler
 
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, cfg.warmup_steps, n_steps * cfg.num_iterations)
-    fill_deepspeed_auto(accelerator, deepspeed_values(cfg))
+    fill_deepspeed_auto(accelerator, deepspeed_values(cfg, world))
     model, optimizer = accelerator.prepare(model, optimizer)
     policy = accelerator.unwrap_model(model)
     ref_model = prepare_frozen(accelerator, ref_model)
