@@ -133,17 +133,33 @@ def test_scaled_down_paper_recipe_runs_every_step_under_two_processes(path, tmp_
     run_scaled_down(path, tmp_path)
 
 
-def run_scaled_down(path: Path, tmp_path: Path, engine: str = "hf", model: str = TINY_MODEL) -> dict:
-    """Run the scaled-down recipe with `engine` and `model` in a child process; check every step and the report.
-    Returns run.json."""
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["qwen2.5-vl-3b-clevr-t-d4", "qwen2.5-vl-7b-clevr-m-d4"])
+def test_scaled_down_paper_recipe_runs_under_its_own_deepspeed_config(name, tmp_path):
+    """The recipe's own ZeRO config as shipped (bf16, ZeRO-2 for 3B, ZeRO-3 for 7B), on 2 CPU processes."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (make setup installs it)")
+    path = ROOT / "configs" / "paper" / f"{name}.yaml"
+    shipped = (path.parent / yaml.safe_load(path.read_text())["accelerate"]).resolve()
+    stage = yaml.safe_load(shipped.read_text())["deepspeed_config"]["zero_stage"]
+    run = run_scaled_down(path, tmp_path, accelerate=shipped)
+    for s in (s for s in run["steps"] if s["kind"] in LAUNCHED):
+        result = json.loads((tmp_path / "run" / "steps" / s["id"] / "done.json").read_text())["result"]
+        assert result["processes"] == 2 and result["distributed"] == f"deepspeed-zero{stage}", s["id"]
+
+
+def run_scaled_down(path: Path, tmp_path: Path, engine: str = "hf", model: str = TINY_MODEL,
+                    accelerate: Path = DDP_CPU) -> dict:
+    """Run the scaled-down recipe with `engine`, `model` and the `accelerate` config (with 2 processes) in a
+    child process; check every step and the report. Returns run.json."""
     small = tmp_path / path.name
-    values = {**scale_down(yaml.safe_load(path.read_text())), "engine": engine, "model": model}
+    values = {**scale_down(yaml.safe_load(path.read_text())), "engine": engine, "model": model,
+              "accelerate": str(accelerate)}
     small.write_text(yaml.safe_dump(values))
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    res = subprocess.run([sys.executable, "-m", "trimpi", "run", str(small), "--out", str(out), "--no-progress"],
-                         capture_output=True, text=True, env=env, timeout=3600)
+    res = subprocess.run([sys.executable, "-m", "trimpi", "run", str(small), "--out", str(out), "--no-progress",
+                          "--num-processes", "2"], capture_output=True, text=True, env=env, timeout=3600)
     assert res.returncode == 0, res.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert all(s["status"] == "done" for s in run["steps"])
@@ -152,7 +168,7 @@ def run_scaled_down(path: Path, tmp_path: Path, engine: str = "hf", model: str =
         launch = out / "steps" / s["id"] / "launch"
         assert (launch / "result.json").is_file() == (s["kind"] in LAUNCHED), s["id"]
         if s["kind"] in LAUNCHED:
-            assert "--config_file " + str(DDP_CPU) in (launch / "log.txt").read_text()
+            assert "--config_file " + str(accelerate) in (launch / "log.txt").read_text()
     report = (out / "report.md").read_text()
     assert all(info["label"] in report for info in run["methods"].values())
     return run

@@ -203,6 +203,7 @@ def test_tiny_recipe_under_two_cpu_processes_end_to_end(tmp_path):
     assert json.loads((out / "steps" / sft / "trimpi_stage.json").read_text())["global_step"] == 2  # 2 processes
     assert json.loads((out / "steps" / sft / "done.json").read_text())["result"]["global_step"] == 2
     assert json.loads((out / "steps" / sft / "done.json").read_text())["result"]["processes"] == 2
+    assert json.loads((out / "steps" / sft / "done.json").read_text())["result"]["distributed"] == "multi_cpu"
     assert (out / "steps" / sft / "launch" / "log.txt").is_file()
     assert not any((out / "steps" / s["id"] / "launch").exists() for s in run["steps"] if s["kind"] != "sft")
     report = (out / "report.md").read_text()

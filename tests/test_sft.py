@@ -202,3 +202,17 @@ def test_fault8_trainer_metrics_stay_out_of_the_console(train_data, tmp_path, ca
         captured = capsys.readouterr()
         assert "'loss'" not in captured.out + captured.err, progress
         assert (tmp_path / str(progress) / "metrics.jsonl").read_text().count('"loss"') == 2
+
+
+@pytest.mark.parametrize(("launched", "bf16", "fp16"), [("bf16", True, False), ("fp16", False, True), ("no", False, False)])
+def test_under_accelerate_launch_the_trainer_takes_the_configs_precision(tmp_path, monkeypatch, launched, bf16, fp16):
+    """DeepSpeed refuses a Trainer whose precision differs from its config's (the paper's ZeRO configs: bf16)."""
+    from trimpi.train.sft import StageOptions, training_arguments
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launched)
+    opts = StageOptions(data=tmp_path, model="m", out=tmp_path)
+    args = training_arguments(opts, tmp_path)
+    assert (args.bf16, args.fp16) == (bf16, fp16)
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    assert training_arguments(opts, tmp_path).bf16 == (torch.cuda.is_available()
+                                                                 and torch.cuda.is_bf16_supported())

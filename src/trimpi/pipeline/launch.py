@@ -35,6 +35,7 @@ from trimpi.data.io import read_json, write_json
 from trimpi.errors import ConfigError, TrimpiError
 from trimpi.pipeline.execute import EXECUTORS, Context
 from trimpi.pipeline.steps import Step
+from trimpi.train.distributed import trained_with
 
 LAUNCHED = ("cpt", "sft", "rl")  # step kinds that run as accelerate jobs
 LAUNCH_DIR = "launch"
@@ -270,7 +271,10 @@ def run_step_file(path: str | Path, progress: bool = True) -> dict[str, Any]:
     if step.id != spec["id"]:
         raise ConfigError(f"{path}: the step hashes to {step.id}, not {spec['id']} (a different trimpi version?)")
     result = EXECUTORS[step.kind](step, Context(out=Path(spec["store"]), progress=progress))
-    result = {**result, "processes": int(os.environ.get("WORLD_SIZE", "1"))}  # recorded in done.json
+    # recorded in done.json: the process count, and how a training step's trainer was distributed
+    result = {**result, "processes": int(os.environ.get("WORLD_SIZE", "1"))}
+    if step.kind in LAUNCHED and trained_with() is not None:
+        result["distributed"] = trained_with()  # e.g. "deepspeed-zero3"
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(path.parent / "result.json", result)
     return result

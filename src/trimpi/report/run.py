@@ -182,7 +182,7 @@ def base_markdown(run: dict[str, Any]) -> str:
 def step_summary(result: dict[str, Any]) -> str:
     """A few numbers of a finished step: optimizer steps, final losses and rewards, warm-up accuracies
     (captions, yes/no answers, and the vision probe's policy accuracy: the perception ceiling)."""
-    keys = ("global_step", "train_loss", "steps", "reward", "processes")
+    keys = ("global_step", "train_loss", "steps", "reward", "processes", "distributed")
     parts = [f"{k}={fmt(result[k])}" for k in keys if k in result]
     attrs = (result.get(ATTRIBUTE_ACCURACY) or {}).get("attributes")
     if attrs is not None:

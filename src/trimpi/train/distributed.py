@@ -59,6 +59,25 @@ def deepspeed_launched() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
+def launch_precision() -> str | None:
+    """The mixed precision `accelerate launch` was given ("no", "fp16", "bf16"); None outside a launch."""
+    return os.environ.get("ACCELERATE_MIXED_PRECISION")
+
+
+def trained_with() -> str | None:
+    """How this process's trainer was distributed, from accelerate's state: "deepspeed-zero3",
+    "multi_cpu", "no", ...; None when no trainer set that state up."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    if not AcceleratorState._shared_state:
+        return None
+    state = AcceleratorState()
+    if state.distributed_type == DistributedType.DEEPSPEED:
+        return f"deepspeed-zero{state.deepspeed_plugin.zero_stage}"
+    return str(state.distributed_type.value).lower()
+
+
 def deepspeed_config(accelerator) -> dict | None:
     """The DeepSpeed config accelerate initialises the engine with; None without DeepSpeed."""
     plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)

@@ -95,10 +95,16 @@ def masked_token_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) ->
 
 
 def training_arguments(opts: StageOptions, checkpoints: Path):
-    """transformers TrainingArguments for a stage (fp32 on CPU, bf16 on capable GPUs)."""
+    """transformers TrainingArguments for a stage: the mixed precision of the `accelerate launch` config when
+    launched (DeepSpeed refuses a Trainer whose precision differs from its config's), else fp32 on CPU and
+    bf16 on capable GPUs."""
     from transformers import TrainingArguments
 
+    from trimpi.train.distributed import launch_precision
+
     cuda = torch.cuda.is_available()
+    launched = launch_precision()
+    bf16 = launched == "bf16" if launched is not None else cuda and torch.cuda.is_bf16_supported()
     # transformers 5 renamed gradient_checkpointing (the old name still works, with a FutureWarning)
     checkpointing = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
                      else "gradient_checkpointing")
@@ -121,7 +127,8 @@ def training_arguments(opts: StageOptions, checkpoints: Path):
         seed=opts.seed,
         data_seed=opts.seed,
         use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=bf16,
+        fp16=launched == "fp16",
         remove_unused_columns=False,
         dataloader_num_workers=0,
         **{checkpointing: opts.gradient_checkpointing},
