@@ -273,8 +273,9 @@ def run_step_file(path: str | Path, progress: bool = True) -> dict[str, Any]:
     result = EXECUTORS[step.kind](step, Context(out=Path(spec["store"]), progress=progress))
     # recorded in done.json: the process count, and how a training step's trainer was distributed
     result = {**result, "processes": int(os.environ.get("WORLD_SIZE", "1"))}
-    if step.kind in LAUNCHED and trained_with() is not None:
-        result["distributed"] = trained_with()  # e.g. "deepspeed-zero3"
+    distributed = trained_with() if step.kind in LAUNCHED else None
+    if distributed is not None:
+        result["distributed"] = distributed  # e.g. "deepspeed-zero3"
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(path.parent / "result.json", result)
     return result
