@@ -1,6 +1,7 @@
 """What a vLLM engine is started with: room for the most images one of its prompts shows (a ClevrPolicy
 M-d6 policy alone has 20–33, more than the room of 8 the engine used to be started with) and the
-longest sequence a user asks for (`vllm_max_model_len` of RL and evaluation)."""
+longest sequence a user asks for (`vllm_max_model_len` of RL and evaluation), eager or compiled as asked
+(`vllm_enforce_eager`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from test_pipeline_options import RECIPE
 from test_rl_fixtures import make_dataset
 from trimpi.data.schema import IMAGE_MARKER, PolicyStore, load_records, most_prompt_images
 from trimpi.errors import ConfigError
-from trimpi.eval.runner import Subject, most_images_generated
-from trimpi.generation import vllm_engine
+from trimpi.eval.runner import EvalOptions, Subject, most_images_generated
+from trimpi.generation import vllm_engine, vllm_server
 from trimpi.generation.prompts import Prompt
 from trimpi.generation.registry import build_engine
 from trimpi.pipeline import make_plan, parse_recipe
@@ -63,16 +65,44 @@ def test_vllm_is_started_with_room_for_the_images_and_the_length(monkeypatch):
     cfg = RLConfig(engine="vllm", vllm_max_model_len=16384)
     options = rollout_engine(cfg, None, None, max_images=3).options
     assert (options.max_model_len, options.max_images_per_prompt) == (16384, 3)
-    subject = Subject.from_model(None, None, engine="vllm", max_images=2, max_model_len=12000)
+    opts = EvalOptions(vllm_max_model_len=12000)
+    subject = Subject.from_model(None, None, engine="vllm", max_images=2, vllm_options=opts.vllm_options())
     assert (subject.engine.options.max_model_len, subject.engine.options.max_images_per_prompt) == (12000, 2)
 
 
-def test_a_recipe_sets_the_vllm_length_of_rl_and_evaluation():
-    recipe = {**RECIPE, "engine": "vllm", "stages": {"grpo": {"vllm_max_model_len": 16384}},
-              "eval": {"vllm_max_model_len": 12000}}
+def test_vllm_is_eager_on_cpu_unless_asked_to_compile(monkeypatch):
+    monkeypatch.setattr(vllm_engine, "VLLMEngine", Recorded)
+    on_gpu = torch.cuda.is_available()
+    assert rollout_engine(RLConfig(engine="vllm"), None, None).options.eager is not on_gpu
+    assert rollout_engine(RLConfig(engine="vllm", vllm_enforce_eager=False), None, None).options.eager is False
+    assert EvalOptions(vllm_enforce_eager=True).vllm_options().eager is True
+    assert EvalOptions().vllm_options().eager is not on_gpu
+
+
+@pytest.mark.parametrize("enforce_eager", [True, False])
+def test_a_vllm_server_is_started_eager_or_compiled_as_asked(monkeypatch, tmp_path, enforce_eager):
+    import types
+
+    started = {}
+    monkeypatch.setattr(vllm_server.subprocess, "Popen", lambda args, **kw: started.setdefault("args", args))
+    monkeypatch.setattr(vllm_server, "default_max_model_len", lambda model: 4096)
+    server = object.__new__(vllm_server.VLLMServerEngine)
+    server.options = vllm_engine.VLLMOptions(mode="server", enforce_eager=enforce_eager)
+    server.workdir, server.host, server.port = tmp_path, "127.0.0.1", 1
+    model = types.SimpleNamespace(parameters=lambda: iter([torch.zeros(1)]))
+    server._spawn(model, seed=0)
+    server.log.close()
+    assert ("--enforce-eager" in started["args"]) is enforce_eager
+
+
+def test_a_recipe_sets_the_vllm_length_and_compilation_of_rl_and_evaluation():
+    grpo = {"vllm_max_model_len": 16384, "vllm_enforce_eager": False}
+    recipe = {**RECIPE, "engine": "vllm", "stages": {"grpo": grpo},
+              "eval": {"vllm_max_model_len": 12000, "vllm_enforce_eager": True}}
     plan = make_plan(parse_recipe(recipe))
-    assert plan.models["cot_sft_grpo"].config["options"]["vllm_max_model_len"] == 16384
-    assert plan.evals["cot_sft_grpo"].config["options"]["vllm_max_model_len"] == 12000
+    rl, ev = plan.models["cot_sft_grpo"].config["options"], plan.evals["cot_sft_grpo"].config["options"]
+    assert (rl["vllm_max_model_len"], rl["vllm_enforce_eager"]) == (16384, False)
+    assert (ev["vllm_max_model_len"], ev["vllm_enforce_eager"]) == (12000, True)
     with pytest.raises(ConfigError, match="vllm_max_model_len"):
         make_plan(parse_recipe({**RECIPE, "eval": {"vllm_max_model_len": 0}}))
 

@@ -46,6 +46,10 @@ def evaluate(
     engine: Annotated[str, typer.Option(help="Generation engine: hf (transformers generate) or vllm.")] = "hf",
     vllm_max_model_len: Annotated[int | None, typer.Option(help="vLLM's longest prompt + answer (default: the "
                                                            "model's, at most 8192).")] = None,
+    vllm_enforce_eager: Annotated[bool | None, typer.Option(
+        "--vllm-enforce-eager/--no-vllm-enforce-eager",
+        help="vLLM without torch.compile and CUDA graphs (default: eager on CPU, where compiling adds 10-70 s "
+             "to the start; compiled on GPU).")] = None,
 ) -> None:
     """Evaluate a model: writes predictions_<protocol>.jsonl and scores.json, prints a summary."""
     from trimpi.eval.protocols import asks_for_all, parse_protocols
@@ -56,7 +60,7 @@ def evaluate(
         placement=placement, scorer=scorer, judge_samples=judge_samples, efficiency_samples=efficiency_samples,
         efficiency_repeats=efficiency_repeats, baseline_scores=baseline_scores,
         skip_inapplicable=asks_for_all(protocols), progress=progress, engine=engine,
-        vllm_max_model_len=vllm_max_model_len,
+        vllm_max_model_len=vllm_max_model_len, vllm_enforce_eager=vllm_enforce_eager,
     )
     out = out or default_out(model)
     if engine == "vllm":

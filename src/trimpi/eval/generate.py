@@ -21,10 +21,10 @@ def model_device(model) -> torch.device:
 
 
 def make_engine(model, processor, batch_size: int, engine: str = "hf", max_images: int | None = None,
-                max_model_len: int | None = None) -> GenerationEngine:
+                vllm_options=None) -> GenerationEngine:
     """A generation engine on `model`: HF generate (its inputs follow the model's device and dtype) or vLLM
-    (with room for `max_images` images per prompt and `max_model_len` tokens per sequence)."""
-    return build_engine(engine, model, processor, batch_size, max_images=max_images, max_model_len=max_model_len)
+    (`vllm_options`: its `VLLMOptions`, with room for `max_images` images per prompt)."""
+    return build_engine(engine, model, processor, batch_size, vllm_options, max_images=max_images)
 
 
 # Generation-config fields that would bend greedy decoding away from the arg-max, and their neutral values.

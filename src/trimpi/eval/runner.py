@@ -38,6 +38,7 @@ from trimpi.generation.greedy import generate_texts
 from trimpi.generation.judge import AnswerJudge
 from trimpi.generation.prompts import PromptBuilder
 from trimpi.generation.registry import ENGINES
+from trimpi.generation.vllm_engine import VLLMOptions
 
 
 @dataclass
@@ -59,6 +60,10 @@ class EvalOptions:
     progress: bool = True
     engine: str = "hf"  # generation engine: hf or vllm
     vllm_max_model_len: int | None = None  # vLLM's longest prompt + answer (default: the model's, at most 8192)
+    vllm_enforce_eager: bool | None = None  # None: eager on CPU, compiled (CUDA graphs) on GPU
+
+    def vllm_options(self) -> VLLMOptions:
+        return VLLMOptions(max_model_len=self.vllm_max_model_len, enforce_eager=self.vllm_enforce_eager)
 
     def check(self, name: Callable[[str], str] | None = None) -> None:
         """Raise a one-line ConfigError for a bad value; `name(field)` spells the field as the user wrote it
@@ -99,11 +104,10 @@ class Subject:
 
     @classmethod
     def from_model(cls, model, processor, batch_size: int = 8, name: str = "model", engine: str = "hf",
-                   max_images: int | None = None, max_model_len: int | None = None) -> Subject:
-        """max_images: the most images one prompt will show (`most_images_generated`; vLLM needs it);
-        max_model_len: vLLM's longest sequence."""
+                   max_images: int | None = None, vllm_options: VLLMOptions | None = None) -> Subject:
+        """max_images: the most images one prompt will show (`most_images_generated`; vLLM needs it)."""
         return cls(processor=processor, model=model, name=name,
-                   engine=make_engine(model, processor, batch_size, engine, max_images, max_model_len))
+                   engine=make_engine(model, processor, batch_size, engine, max_images, vllm_options))
 
 
 class DatasetEval:
@@ -339,7 +343,7 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
     changed = neutralize_generation_config(net)
     subject = Subject.from_model(net, processor, opts.batch_size, name=str(model), engine=opts.engine,
                                  max_images=most_images_generated(datasets, opts.protocols, opts.limit),
-                                 max_model_len=opts.vllm_max_model_len)
+                                 vllm_options=opts.vllm_options())
     client = make_client(judge, judge_model, dtype=dtype, device=device) if judge else None
     param = next(net.parameters())
     meta = {"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device),
@@ -352,7 +356,7 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
         neutralize_generation_config(base)
         baseline = Subject.from_model(base, base_proc, opts.batch_size, name=str(baseline_model), engine=opts.engine,
                                       max_images=most_images_generated(datasets, ["forgetting"], opts.limit),
-                                      max_model_len=opts.vllm_max_model_len)
+                                      vllm_options=opts.vllm_options())
         add_forgetting_baseline(baseline, data, out, opts, results)
         baseline.engine.close()
     return results

@@ -15,11 +15,10 @@ ENGINES = ("hf", "vllm")
 
 
 def build_engine(name: str, model, processor, batch_size: int = 16, vllm_options=None, seed: int = 0,
-                 max_images: int | None = None, max_model_len: int | None = None):
+                 max_images: int | None = None):
     """The generation engine called `name`: "hf" (transformers generate on `model`, the default)
     or "vllm" (`trimpi.generation.vllm_engine`; vllm_options: its `VLLMOptions`). max_images: the most
-    images one prompt will show (`trimpi.data.schema.most_prompt_images`); vLLM reserves room for that many.
-    max_model_len: vLLM's longest sequence, prompt and completion (default: the model's, at most 8192)."""
+    images one prompt will show (`trimpi.data.schema.most_prompt_images`); vLLM reserves room for that many."""
     if name == "hf":
         return HFGenerateEngine(model, processor, batch_size=batch_size)
     if name == "vllm":
@@ -28,8 +27,6 @@ def build_engine(name: str, model, processor, batch_size: int = 16, vllm_options
         options = vllm_options or VLLMOptions()
         if max_images is not None:
             options = dataclasses.replace(options, max_images_per_prompt=max(1, max_images))
-        if max_model_len is not None:
-            options = dataclasses.replace(options, max_model_len=max_model_len)
         if options.mode == "server":
             from trimpi.generation.vllm_server import VLLMServerEngine
 

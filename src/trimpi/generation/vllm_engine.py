@@ -63,6 +63,8 @@ class VLLMOptions:
     max_model_len: int | None = None  # default: the model's max positions, at most 8192
     kv_cache_memory_bytes: int | None = None  # explicit KV-cache size (CPU default: vLLM's 4 GiB)
     max_images_per_prompt: int = 8  # the query's images plus the policy's (callers set it from their data)
+    # no torch.compile / CUDA graphs; None: eager on CPU only (compiling there adds 10-70 s to the start, no speed)
+    enforce_eager: bool | None = None
     server_host: str = "127.0.0.1"
     server_port: int = 0  # 0: a free port
     server_timeout: float = 600.0  # seconds to wait for `vllm serve` to come up
@@ -79,6 +81,10 @@ class VLLMOptions:
                 raise ConfigError(msg)
         if self.enable_sleep_mode and not torch.cuda.is_available():
             raise ConfigError("--vllm-enable-sleep-mode needs a GPU (vLLM has no sleep mode on CPU)")
+
+    @property
+    def eager(self) -> bool:
+        return not torch.cuda.is_available() if self.enforce_eager is None else self.enforce_eager
 
 
 def base_model(model):
@@ -252,7 +258,8 @@ class VLLMEngine:
         # vLLM joins a torch.distributed group it finds (a DDP trainer's) and creates one otherwise: only
         # one it created may be destroyed at close.
         self.owns_process_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-        self.workdir = Path(tempfile.mkdtemp(prefix="trimpi-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.workdir = Path(tempfile.mkdtemp(prefix="trimpi-vllm-", dir=shm))
         try:
             write_model_files(model, processor, self.workdir)
             self.llm = self._start(vllm, model, seed)
@@ -274,7 +281,7 @@ class VLLMEngine:
         )
         if o.kv_cache_memory_bytes:
             kwargs["kv_cache_memory_bytes"] = o.kv_cache_memory_bytes
-        if not torch.cuda.is_available():
+        if o.eager:
             kwargs["enforce_eager"] = True
         # vLLM's CPU worker pins torch to one thread and disables set_num_threads: undo both for the trainer.
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads

@@ -28,8 +28,6 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-
 from trimpi.errors import ConfigError
 from trimpi.generation.engine import Completion, SamplingParams, split_completion
 from trimpi.generation.prompts import Prompt
@@ -120,7 +118,7 @@ class VLLMServerEngine:
             args += ["--kv-cache-memory-bytes", str(o.kv_cache_memory_bytes)]
         if o.enable_sleep_mode:
             args += ["--enable-sleep-mode"]
-        if not torch.cuda.is_available():
+        if o.eager:
             args += ["--enforce-eager"]
         self.log = open(self.workdir / "server.log", "wb")  # noqa: SIM115 - closed in close()
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}

@@ -72,6 +72,7 @@ class RLConfig:
     vllm_tensor_parallel_size: int = 1
     vllm_enable_sleep_mode: bool = False  # GPU only
     vllm_max_model_len: int | None = None  # longest prompt + completion (default: the model's, at most 8192)
+    vllm_enforce_eager: bool | None = None  # None: eager on CPU, compiled (CUDA graphs) on GPU
     vllm_importance_sampling_correction: bool = False  # truncated IS on the plain half (update.py)
     vllm_importance_sampling_cap: float = 3.0
 

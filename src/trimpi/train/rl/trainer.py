@@ -137,7 +137,8 @@ def rollout_engine(cfg: RLConfig, policy, processor, synced_gpus: bool = False,
 
     options = VLLMOptions(mode=cfg.vllm_mode, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                           tensor_parallel_size=cfg.vllm_tensor_parallel_size,
-                          enable_sleep_mode=cfg.vllm_enable_sleep_mode, max_model_len=cfg.vllm_max_model_len)
+                          enable_sleep_mode=cfg.vllm_enable_sleep_mode, max_model_len=cfg.vllm_max_model_len,
+                          enforce_eager=cfg.vllm_enforce_eager)
     return build_engine(cfg.engine, policy, processor, cfg.generation_batch_size, options, seed=cfg.seed,
                         max_images=max_images)
 
