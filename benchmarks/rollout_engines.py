@@ -1,9 +1,10 @@
-"""Rollout engines side by side in one process: HF generate vs vLLM (colocated), on the presets.
+"""Rollout engines side by side in one process: HF generate vs vLLM (colocated, eager and compiled).
 
 For each preset: rollout throughput (completion tokens per second of `engine.generate`, G
 samples for each of P prompts, the policy-aware half included as in PolicyRollout) and the
-seconds per PoRo-GRPO step of `train_rl` with each engine (median after a warm-up step; the
-vLLM engine is started once, outside the timed steps, and synced every step). fp32, CPU.
+seconds per PoRo-GRPO step of `train_rl` with each engine (median after a warm-up step; a vLLM
+engine is started once, outside the timed steps, and synced every step). vLLM runs eager (its CPU
+default) and compiled (`enforce_eager=False`: torch.compile, which costs time at start). fp32, CPU.
 
     .venv-vllm/bin/python benchmarks/rollout_engines.py [--presets micro,smol] [--out FILE]
 (run it in .venv-vllm: `make setup-vllm`; `make bench-rollout` does both)
@@ -25,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 # preset -> (prompts per rollout, G, completion length, RL steps): smol is ~30x slower per token
-SHAPES = {"micro": (4, 8, 64, 3), "smol": (2, 4, 32, 3)}
+SHAPES = {"micro": (4, 8, 64, 4), "smol": (2, 4, 32, 4)}
+VLLM_MODES = {"vllm": True, "vllm_compiled": False}  # column -> enforce_eager
 
 
 def cpu_model() -> str:
@@ -59,48 +61,48 @@ def rollout_prompts(proc, root, records):
     return [builder(r) for r in records] + [builder(r, store.get(r)) for r in records]
 
 
-def throughput(engine, prompts, g: int, length: int) -> tuple[float, int]:
-    """(tokens per second, tokens) of one generate call, after an untimed warm-up call."""
+def throughput(engine, prompts, g: int, length: int, calls: int = 3) -> tuple[float, int]:
+    """(tokens per second, tokens) over `calls` generate calls, after an untimed warm-up call."""
     from trimpi.generation.engine import SamplingParams
 
     params = SamplingParams(max_completion_length=length, temperature=1.0)
     engine.generate(prompts[:2], 2, params)
     torch.manual_seed(0)
     start = time.perf_counter()
-    groups = engine.generate(prompts, g, params)
+    groups = [group for _ in range(calls) for group in engine.generate(prompts, g, params)]
     seconds = time.perf_counter() - start
     tokens = sum(len(c.token_ids) for group in groups for c in group)
     return tokens / seconds, tokens
 
 
-def rl_step_seconds(preset, engine_name, root, records, prompts, g, length, steps, tmp) -> tuple[float, float]:
-    """(median seconds per step after the first, median generation seconds) of PoRo-GRPO."""
+def rl_step_seconds(preset, column, root, records, prompts, g, length, steps, tmp) -> tuple[float, float, float]:
+    """(median seconds per step after the first, median generation seconds, median completion tokens)
+    of PoRo-GRPO with the engine of `column` (hf, vllm or vllm_compiled)."""
     from trimpi.train.rl.config import RLConfig
     from trimpi.train.rl.rewards import RewardSpec
     from trimpi.train.rl.trainer import train_rl
 
     model, proc = load(preset)
-    engine = None
-    if engine_name == "vllm":
-        engine = vllm_engine(model, proc)
+    engine = vllm_engine(model, proc, VLLM_MODES[column]) if column in VLLM_MODES else None
     cfg = RLConfig(algo="grpo", policy_rollout=True, beta=0.0, num_generations=g, prompts_per_step=prompts,
                    max_steps=steps, learning_rate=1e-5, max_completion_length=length, temperature=1.0,
-                   per_device_train_batch_size=16, generation_batch_size=64, engine=engine_name)
+                   per_device_train_batch_size=16, generation_batch_size=64, engine="hf" if engine is None else "vllm")
     rows: list[dict] = []
     try:
-        train_rl(cfg, model, proc, records, root, Path(tmp) / f"{preset}-{engine_name}", engine=engine,
+        train_rl(cfg, model, proc, records, root, Path(tmp) / f"{preset}-{column}", engine=engine,
                  rewards=RewardSpec({"v": vowels}, {"v": 1.0}), on_step=lambda step, row: rows.append(row))
     finally:
         if engine is not None:
             engine.close()
     timed = rows[1:] or rows
-    return statistics.median(r["step_time"] for r in timed), statistics.median(r["generation_time"] for r in timed)
+    return tuple(statistics.median(r[k] for r in timed) for k in ("step_time", "generation_time", "completion_tokens"))
 
 
-def vllm_engine(model, proc):
+def vllm_engine(model, proc, enforce_eager: bool):
     from trimpi.generation.vllm_engine import VLLMEngine, VLLMOptions
 
-    return VLLMEngine(model, proc, VLLMOptions(max_model_len=2048, kv_cache_memory_bytes=1 << 30))
+    return VLLMEngine(model, proc, VLLMOptions(max_model_len=2048, kv_cache_memory_bytes=1 << 30,
+                                               enforce_eager=enforce_eager))
 
 
 def bench(preset: str, tmp: Path) -> dict:
@@ -117,21 +119,23 @@ def bench(preset: str, tmp: Path) -> dict:
                  "params": sum(x.numel() for x in model.parameters())}
     row["hf_tokens_per_s"], row["hf_tokens"] = throughput(HFGenerateEngine(model, proc, batch_size=64), prompts, g,
                                                           length)
-    start = time.perf_counter()
-    engine = vllm_engine(model, proc)
-    row["vllm_start_s"] = time.perf_counter() - start
-    try:
-        row["vllm_tokens_per_s"], row["vllm_tokens"] = throughput(engine, prompts, g, length)
+    for column, eager in VLLM_MODES.items():
         start = time.perf_counter()
-        engine.update_weights(model)
-        row["vllm_weight_sync_s"] = time.perf_counter() - start
-    finally:
-        engine.close()
-    for name in ("hf", "vllm"):
-        row[f"{name}_rl_step_s"], row[f"{name}_rl_generation_s"] = rl_step_seconds(
-            preset, name, root, records, p, g, length, steps, tmp)
-    row["rollout_speedup"] = row["vllm_tokens_per_s"] / row["hf_tokens_per_s"]
-    row["rl_step_speedup"] = row["hf_rl_step_s"] / row["vllm_rl_step_s"]
+        engine = vllm_engine(model, proc, eager)
+        row[f"{column}_start_s"] = time.perf_counter() - start
+        try:
+            row[f"{column}_tokens_per_s"], row[f"{column}_tokens"] = throughput(engine, prompts, g, length)
+            start = time.perf_counter()
+            engine.update_weights(model)
+            row[f"{column}_weight_sync_s"] = time.perf_counter() - start
+        finally:
+            engine.close()
+    for column in ("hf", *VLLM_MODES):
+        row[f"{column}_rl_step_s"], row[f"{column}_rl_generation_s"], row[f"{column}_rl_completion_tokens"] = (
+            rl_step_seconds(preset, column, root, records, p, g, length, steps, tmp))
+    for column in VLLM_MODES:
+        row[f"{column}_rollout_speedup"] = row[f"{column}_tokens_per_s"] / row["hf_tokens_per_s"]
+        row[f"{column}_rl_step_speedup"] = row["hf_rl_step_s"] / row[f"{column}_rl_step_s"]
     print(json.dumps(row), flush=True)
     return row
 
