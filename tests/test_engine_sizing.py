@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from test_pipeline_options import RECIPE
 from test_rl_fixtures import make_dataset
+from trimpi.cli import app
 from trimpi.data.schema import IMAGE_MARKER, PolicyStore, load_records, most_prompt_images
 from trimpi.errors import ConfigError
 from trimpi.eval.runner import EvalOptions, Subject, most_images_generated
@@ -77,6 +80,27 @@ def test_vllm_is_eager_on_cpu_unless_asked_to_compile(monkeypatch):
     assert rollout_engine(RLConfig(engine="vllm", vllm_enforce_eager=False), None, None).options.eager is False
     assert EvalOptions(vllm_enforce_eager=True).vllm_options().eager is True
     assert EvalOptions().vllm_options().eager is not on_gpu
+
+
+def test_the_vllm_flags_of_rl_and_eval_reach_their_options(dataset, tmp_path, monkeypatch):
+    from trimpi.eval import runner
+    from trimpi.models import loading
+    from trimpi.train.rl import trainer
+
+    seen = {}
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: (torch.nn.Linear(2, 2), None))
+    monkeypatch.setattr(trainer, "make_accelerator", lambda *a: SimpleNamespace(device="cpu", is_main_process=True))
+    monkeypatch.setattr(trainer, "train_rl", lambda cfg, *a, **k: seen.update(cfg=cfg) or {"step": 1})
+    monkeypatch.setattr(runner, "run_eval", lambda *a, **k: seen.update(opts=a[3]) or {})
+    flags = ["--vllm-max-model-len", "9000", "--no-vllm-enforce-eager"]
+    result = CliRunner().invoke(app, ["train", "rl", "--data", str(dataset), "--model", "unused", "--out",
+                                      str(tmp_path / "rl"), "--no-progress", *flags])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["eval", "--model", "unused", "--data", str(dataset), "--out", str(tmp_path / "ev"),
+                                      "--vllm-enforce-eager"])
+    assert result.exit_code == 0, result.output
+    assert (seen["cfg"].vllm_max_model_len, seen["cfg"].vllm_enforce_eager) == (9000, False)
+    assert (seen["opts"].vllm_max_model_len, seen["opts"].vllm_enforce_eager) == (None, True)
 
 
 @pytest.mark.parametrize("enforce_eager", [True, False])

@@ -11,9 +11,9 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` runs this in .venv-vllm")
 
-from _vllm_fixtures import GREEDY, OPTIONS, assert_greedy_agree, hf_greedy, perturbed, prompts, tiny  # noqa: E402
-from test_rl_fixtures import make_dataset  # noqa: E402
-from trimpi.generation.vllm_engine import VLLMEngine  # noqa: E402
+from _vllm_fixtures import GREEDY, OPTIONS, assert_greedy_agree, hf_greedy, perturbed, prompts, tiny
+from test_rl_fixtures import make_dataset
+from trimpi.generation.vllm_engine import VLLMEngine
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from trimpi.cli import vllm_options
+
 
 def default_out(model: str) -> Path:
     """eval/<last part of the model name>."""
@@ -44,12 +46,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed for presets built on the fly.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     engine: Annotated[str, typer.Option(help="Generation engine: hf (transformers generate) or vllm.")] = "hf",
-    vllm_max_model_len: Annotated[int | None, typer.Option(help="vLLM's longest prompt + answer (default: the "
-                                                           "model's, at most 8192).")] = None,
-    vllm_enforce_eager: Annotated[bool | None, typer.Option(
-        "--vllm-enforce-eager/--no-vllm-enforce-eager",
-        help="vLLM without torch.compile and CUDA graphs (default: eager on CPU, where compiling adds 10-70 s "
-             "to the start; compiled on GPU).")] = None,
+    vllm_max_model_len: vllm_options.MaxModelLen = None,
+    vllm_enforce_eager: vllm_options.EnforceEager = None,
 ) -> None:
     """Evaluate a model: writes predictions_<protocol>.jsonl and scores.json, prints a summary."""
     from trimpi.eval.protocols import asks_for_all, parse_protocols

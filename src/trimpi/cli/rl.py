@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from trimpi.cli import vllm_options
+
 
 def rl(
     data: Annotated[Path, typer.Option(help="Dataset directory (train.jsonl, images, policies/).")],
@@ -67,12 +69,8 @@ def rl(
     vllm_gpu_memory_utilization: Annotated[float, typer.Option(help="GPU memory share vLLM may take.")] = 0.3,
     vllm_tensor_parallel_size: Annotated[int, typer.Option(help="vLLM tensor parallel size.")] = 1,
     vllm_enable_sleep_mode: Annotated[bool, typer.Option(help="Free vLLM's GPU memory between rollouts.")] = False,
-    vllm_max_model_len: Annotated[int | None, typer.Option(help="vLLM's longest prompt + completion (default: the "
-                                                           "model's, at most 8192).")] = None,
-    vllm_enforce_eager: Annotated[bool | None, typer.Option(
-        "--vllm-enforce-eager/--no-vllm-enforce-eager",
-        help="vLLM without torch.compile and CUDA graphs (default: eager on CPU, where compiling adds 10-70 s "
-             "to the start; compiled on GPU).")] = None,
+    vllm_max_model_len: vllm_options.MaxModelLen = None,
+    vllm_enforce_eager: vllm_options.EnforceEager = None,
     vllm_importance_sampling_correction: Annotated[bool, typer.Option(
         help="Truncated importance sampling for the vLLM/trainer log-prob mismatch (plain half only).")] = False,
     vllm_importance_sampling_cap: Annotated[float, typer.Option(help="Cap of the TIS weight.")] = 3.0,
