@@ -50,6 +50,14 @@ def assert_greedy_agree(model, processor, batch, got, want, tie: float = 1e-3) -
         assert abs(float(logps[0][k] - logps[1][k])) < tie, f"greedy tokens differ at {k} without a tie"
 
 
+def greedy_after_sync(engine, model, processor, batch) -> list[list[int]]:
+    """Sync `model` into `engine` and decode `batch` greedily: the tokens, checked against HF generate on `model`."""
+    engine.update_weights(model)
+    got = [g[0].token_ids for g in engine.generate(batch, 1, GREEDY)]
+    assert_greedy_agree(model, processor, batch, got, [c.token_ids for c in hf_greedy(model, processor, batch)])
+    return got
+
+
 def trainer_logps(model, processor, batch, groups, temperature: float) -> list[torch.Tensor]:
     """What the trainer computes for each sampled completion, given the prompt it was sampled from."""
     samples = [Sample(None, 0, False, p, c) for p, g in zip(batch, groups) for c in g]

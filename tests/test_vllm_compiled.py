@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` runs this in .venv-vllm")
 
-from _vllm_fixtures import GREEDY, OPTIONS, assert_greedy_agree, hf_greedy, perturbed, prompts, tiny
+from _vllm_fixtures import OPTIONS, greedy_after_sync, perturbed, prompts, tiny
 from test_rl_fixtures import make_dataset
 from trimpi.generation.vllm_engine import VLLMEngine
 
@@ -34,11 +34,5 @@ def test_a_compiled_engine_agrees_with_hf_and_follows_weight_syncs(setup, monkey
     root, model, processor, engine = setup
     monkeypatch.setattr(engine, "suppress", [])
     batch = prompts(processor, root) + prompts(processor, root, policy=True)
-    engine.update_weights(model)
-    before = [g[0].token_ids for g in engine.generate(batch, 1, GREEDY)]
-    assert_greedy_agree(model, processor, batch, before, [c.token_ids for c in hf_greedy(model, processor, batch)])
-    changed = perturbed(model)
-    engine.update_weights(changed)
-    after = [g[0].token_ids for g in engine.generate(batch, 1, GREEDY)]
-    assert after != before
-    assert_greedy_agree(changed, processor, batch, after, [c.token_ids for c in hf_greedy(changed, processor, batch)])
+    before = greedy_after_sync(engine, model, processor, batch)
+    assert greedy_after_sync(engine, perturbed(model), processor, batch) != before

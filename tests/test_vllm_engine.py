@@ -10,7 +10,16 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: `make test-vllm` runs this in .venv-vllm")
 
-from _vllm_fixtures import GREEDY, engine_setup, perturbed, assert_greedy_agree, hf_greedy, max_logprob_gap, prompts  # noqa: E402
+from _vllm_fixtures import (  # noqa: E402
+    GREEDY,
+    assert_greedy_agree,
+    engine_setup,
+    greedy_after_sync,
+    hf_greedy,
+    max_logprob_gap,
+    perturbed,
+    prompts,
+)
 from trimpi.errors import ConfigError  # noqa: E402
 from trimpi.generation.engine import SamplingParams  # noqa: E402
 from trimpi.generation.prompts import Prompt  # noqa: E402
@@ -88,10 +97,7 @@ def test_after_a_weight_sync_vllm_samples_from_the_new_weights(setup, monkeypatc
     before = [g[0].token_ids for g in engine.generate(batch, 1, GREEDY)]
     changed = perturbed(model)
     try:
-        engine.update_weights(changed)
-        after = [g[0].token_ids for g in engine.generate(batch, 1, GREEDY)]
-        assert after != before
-        assert_greedy_agree(changed, processor, batch, after, [c.token_ids for c in hf_greedy(changed, processor, batch)])
+        assert greedy_after_sync(engine, changed, processor, batch) != before
         groups = engine.generate(batch[:1], 2, SAMPLE)
         assert max_logprob_gap(changed, processor, batch[:1], groups, SAMPLE.temperature) < TOL
     finally:
