@@ -38,6 +38,15 @@ def data_import(
     opts = ImportOptions(examples=examples, policies=policy, override_policies=override_policy,
                          columns=parse_mapping(column), answer_type=answer_type, task=task, name=name,
                          test_fraction=test_fraction, seed=seed, images=images, delimiter=delimiter, workers=workers)
+    from trimpi.pipeline.starter import write_starter
+
     manifest = import_dataset(opts, out, overwrite=overwrite)
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
     typer.echo(f"wrote {out}: {counts}; {manifest['images']} images; policies {', '.join(manifest['policies'])}")
+    fmt = manifest["answer_format"]
+    typer.echo(f"answers: the model is trained to write {fmt['written']}; scoring reads {fmt['read']}")
+    for warning in manifest["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    recipe = write_starter(out, manifest)
+    typer.echo(f"wrote {recipe} (methods, protocols and sizes for this dataset; edit it to change them)")
+    typer.echo(f"next: trimpi run {recipe}")

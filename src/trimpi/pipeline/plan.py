@@ -5,7 +5,8 @@
                             ├─ sft(cot) ─┬─ eval                     CoT SFT
                             │            ├─ rl(grpo) / rl(dapo)      CoT SFT + GRPO / DAPO
                             │            └─ rl(poro_*)               TriMPI w/o VM-CPT
-                            └─ cpt ─ sft(cot) ─ rl(poro_*) / rl(*)   TriMPI / TriMPI w/o PoRo
+                            ├─ cpt ─ sft(cot) ─ rl(poro_*) / rl(*)   TriMPI / TriMPI w/o PoRo
+                            └─ cpt(answer) ─ sft(answer) ─ rl(poro_*) TriMPI with direct answers (no traces)
 
 With a `base:` section the methods start from a policy-following base instead (pipeline.base):
 
@@ -46,6 +47,7 @@ class Plan:
     evals: dict[str, Step] = field(default_factory=dict)
     models: dict[str, Step] = field(default_factory=dict)
     data: Step | None = None  # the recipe's dataset
+    notes: list[str] = field(default_factory=list)  # what the dataset changed in the recipe (pipeline.adapt)
     base: Step | None = None  # the policy-following base (recipe `base:`) and its evaluation
     base_eval: Step | None = None
 
@@ -132,10 +134,14 @@ def with_judge(config: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
 def chain_step(planner: Planner, link: str, model: Step, data: Step, method: str, n_params: int) -> Step:
     """The step for one link of a method's chain, on top of `model`."""
     recipe, seed = planner.recipe, planner.recipe.seed
-    if link in ("cpt", "sft", "direct_sft"):
-        stage, target = ("cpt", "cot") if link == "cpt" else ("sft", "cot" if link == "sft" else "answer")
-        section = f"stages.{link}"
-        options = op.stage_options(section, stage_options(recipe, link), stage, target, n_params)
+    if link in ("cpt", "cpt_answer", "sft", "direct_sft"):
+        stage = "cpt" if link.startswith("cpt") else "sft"
+        target = "cot" if link in ("cpt", "sft") else "answer"
+        section = "stages.cpt" if stage == "cpt" else f"stages.{link}"
+        values = stage_options(recipe, section.removeprefix("stages."))
+        if link == "cpt_answer":
+            values.pop("split", None)  # a traces file named for VM-CPT; without traces it reads train.jsonl
+        options = op.stage_options(section, values, stage, target, n_params)
         return planner.step(stage, {"stage": stage, "target": target, "options": options, "seed": seed},
                             [model, data], method)
     algo = link.removeprefix("poro_")

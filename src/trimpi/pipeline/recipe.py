@@ -43,7 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from trimpi.errors import ConfigError
 
-# method name -> (label, stage chain). Chain items: cpt, sft, direct_sft, grpo, dapo, poro_grpo, poro_dapo.
+# method name -> (label, stage chain). Chain items: cpt, cpt_answer, sft, direct_sft, grpo, dapo, poro_grpo,
+# poro_dapo. cpt and sft read reasoning traces (train_cot.jsonl); the other links train on answers alone.
 METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "in_context": ("In-context", ()),
     "direct_sft": ("Direct SFT", ("direct_sft",)),
@@ -56,7 +57,14 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "trimpi_dapo_no_cpt": ("TriMPI-DAPO w/o VM-CPT", ("sft", "poro_dapo")),
     "trimpi_grpo_no_poro": ("TriMPI-GRPO w/o PoRo", ("cpt", "sft", "grpo")),
     "trimpi_dapo_no_poro": ("TriMPI-DAPO w/o PoRo", ("cpt", "sft", "dapo")),
+    "trimpi_grpo_answers": ("TriMPI (PoRo-GRPO, direct answers)", ("cpt_answer", "direct_sft", "poro_grpo")),
+    "trimpi_dapo_answers": ("TriMPI (PoRo-DAPO, direct answers)", ("cpt_answer", "direct_sft", "poro_dapo")),
 }
+TRACE_LINKS = ("cpt", "sft")  # chain links that read reasoning traces
+
+
+def needs_traces(method: str) -> bool:
+    return any(link in TRACE_LINKS for link in METHODS[method][1])
 
 # Fields the pipeline sets itself (per option type); everything else may appear in the recipe.
 STAGE_RESERVED = {"data", "model", "out", "stage", "target", "seed", "overwrite", "report_to", "merge_lora"}

@@ -22,6 +22,7 @@ from trimpi.data.io import exclusive, write_json
 from trimpi.errors import ConfigError
 from trimpi.pipeline import launch
 from trimpi.pipeline import steps as st
+from trimpi.pipeline.adapt import ANSWER_ONLY, adapt_recipe, trace_split, traces_hint
 from trimpi.pipeline.execute import EXECUTORS, RESUMABLE, Context
 from trimpi.pipeline.options import LARGE_MODEL_PARAMS, model_parameters
 from trimpi.pipeline.plan import MATERIALIZED, TINY_PREFIX, Plan, make_plan
@@ -61,7 +62,7 @@ def check_data(recipe: Recipe, plan: Plan) -> None:
     from trimpi.eval.scoring import check_judge, check_unjudged
 
     spec = recipe.data
-    needs_cot = any(s.kind == "cpt" or (s.kind == "sft" and s.config["target"] == "cot") for s in plan.steps)
+    needs_cot = any(s.kind in ("cpt", "sft") and s.config["target"] == "cot" for s in plan.steps)
     if spec.clevr is not None and needs_cot and spec.clevr.get("cot", 1) == 0:
         raise ConfigError("data.clevr.cot: VM-CPT and CoT SFT need reasoning examples (got 0)")
     protocols = {p for e in plan.evals.values() for p in e.config["protocols"]}
@@ -79,10 +80,11 @@ def check_data(recipe: Recipe, plan: Plan) -> None:
     root = Path(spec.path)
     if not root.is_dir():
         raise ConfigError(f"data.path: {spec.path}: dataset directory not found")
-    needed = ["train.jsonl"] + (["train_cot.jsonl"] if needs_cot else [])
+    needed = ["train.jsonl"] + ([f"{trace_split(recipe)}.jsonl"] if needs_cot else [])
     for name in needed:
         if not (root / name).is_file():
-            raise ConfigError(f"data.path: {root / name}: file not found")
+            hint = f" ({traces_hint(root)})" if name != "train.jsonl" else ""
+            raise ConfigError(f"data.path: {root / name}: file not found{hint}")
     try:
         check_files(root, sorted(protocols), judge, ASK_JUDGE)
         check_judge(root, sorted(protocols), judge, recipe.eval.get("limit"), ASK_JUDGE)
@@ -99,7 +101,15 @@ def validate(recipe: Recipe, only: list[str] | None = None, dry_run: bool = Fals
     check_model(recipe.model, dry_run)
     if recipe.judge is not None and recipe.judge.url is None:  # a local judge model
         check_model(recipe.judge.model, dry_run, key="judge.model")
+    from trimpi.models.presets import shipped_base_sha256
+
+    recipe, notes = adapt_recipe(recipe, base_shipped=shipped_base_sha256() is not None)
+    for note in notes:
+        echo(note)
+    if only:
+        only = [ANSWER_ONLY.get(m, m) if m not in recipe.methods else m for m in only]
     plan = make_plan(recipe, only, planning_size(recipe.model, dry_run, echo))
+    plan.notes = notes
     check_data(recipe, plan)
     return plan
 
@@ -132,6 +142,7 @@ def plan_record(plan: Plan, out: Path, store: Path | None = None) -> dict[str, A
         base = {"model": plan.base.id, "eval": plan.base_eval.id, "chain": _chain(plan.base)}
     return {
         "recipe": plan.recipe.model_dump(),
+        "notes": plan.notes,
         "store": os.path.relpath(store.resolve(), Path(out).resolve()),
         "data": plan.data.id,
         "base": base,
@@ -182,7 +193,9 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
     store = Path(store or out)
     plan = validate(recipe, only, dry_run, echo)
     record = plan_record(plan, out, store)
+    recipe = plan.recipe  # as the dataset allows it (pipeline.adapt)
     full = make_plan(recipe, n_params=plan.n_params) if only else plan
+    full.notes = plan.notes
     ctx = ctx or Context(out=store)
     ctx.out = store
     ctx.launcher = launch.make_launcher(recipe.accelerate, num_processes)

@@ -1,6 +1,7 @@
 """Dataset directory → chat training examples for each supervised stage.
 
   cpt          [policy with its images, input images, query, reasoning, answer]; train_cot.jsonl
+  cpt answer   [policy with its images, input images, query, answer] (no traces); train.jsonl
   sft cot      [input images, query] → reasoning + answer; train_cot.jsonl
   sft answer   [input images, query] → answer only (Direct SFT); train.jsonl
 """
@@ -15,7 +16,8 @@ from trimpi.errors import DataError
 
 Stage = Literal["cpt", "sft"]
 Target = Literal["cot", "answer"]
-DEFAULT_SPLIT = {("cpt", "cot"): "train_cot", ("sft", "cot"): "train_cot", ("sft", "answer"): "train"}
+DEFAULT_SPLIT = {("cpt", "cot"): "train_cot", ("cpt", "answer"): "train", ("sft", "cot"): "train_cot",
+                 ("sft", "answer"): "train"}
 
 
 def records_path(data: str | Path, stage: Stage, target: Target = "cot", split: str | None = None) -> Path:
@@ -35,9 +37,10 @@ def records_path(data: str | Path, stage: Stage, target: Target = "cot", split: 
 def example_messages(record: Record, root: Path, store: PolicyStore, stage: Stage, target: Target):
     """Chat messages of one training sequence (the last message is the assistant target)."""
     if stage == "cpt":
-        if not record.reasoning:
-            raise DataError(f"record {record.id}: VM-CPT needs a reasoning trace")
-        return render_messages(record, root, store.get(record), placement="user", with_target=True)
+        if target == "cot" and not record.reasoning:
+            raise DataError(f"record {record.id}: VM-CPT needs a reasoning trace (or target answer)")
+        return render_messages(record, root, store.get(record), placement="user", with_target=True,
+                               with_reasoning=(target == "cot"))
     return render_messages(record, root, None, with_target=True, with_reasoning=(target == "cot"))
 
 

@@ -32,7 +32,7 @@ class StageOptions:
     model: str
     out: str
     stage: str = "sft"  # cpt | sft
-    target: str = "cot"  # cot | answer (sft only)
+    target: str = "cot"  # cot | answer (sft: Direct SFT; cpt: the policy before query and answer, no traces)
     split: str | None = None
     epochs: float | None = None
     lr: float | None = None

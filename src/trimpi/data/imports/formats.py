@@ -19,6 +19,7 @@ lines) and its images come first in `images`; the turns themselves are kept in m
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ FIELDS = ("id", "query", "images", "answer", "response", "reasoning", "split", "
           "task", "scene", "meta", "group", "history", "messages", "prompt", "completion")
 _THINK = re.compile(re.escape(THINK_OPEN) + r"(.*?)" + re.escape(THINK_CLOSE), re.DOTALL)
 _MARK = re.compile(r"\[image \d+\] ?")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,8 @@ def to_example(row: Row, mapping: dict[str, str]) -> Example:
     else:
         if col["query"] not in v and col["answer"] not in v:
             raise DataError(f"{row.where}: no '{col['query']}'/'{col['answer']}' columns and no 'messages' or "
-                            f"'prompt'+'completion' (columns: {', '.join(sorted(v))[:120]}); map them with --column")
+                            f"'prompt'+'completion' (columns: {', '.join(sorted(v))[:120]}); map them with "
+                            f"--column query=COLUMN --column answer=COLUMN")
         query = _text(row, col["query"], get("query"), required=True)
         images: list[ImageRef] = []  # the history's images come first, as the conversation showed them
         history = _json_value(row, col["history"], get("history"))
@@ -340,3 +343,35 @@ def to_example(row: Row, mapping: dict[str, str]) -> Example:
                                      "drop it or map it with --column") from None
             ex.meta[key] = value
     return ex
+
+
+def column_problem(row: Row, mapping: dict[str, str]) -> str | None:
+    """What is wrong with a file's columns (its first row's), blamed on the header: a plain-shape file
+    must have the query and answer columns. None when the columns fit."""
+    col = {f: mapping.get(f, f) for f in FIELDS}
+    have = list(row.values)
+    if col["messages"] in have or (col["prompt"] in have and col["completion"] in have):
+        return None
+    missing = [f for f in ("query", "answer") if col[f] not in have]
+    if not missing or not have:
+        return None
+    parts = []
+    for f in missing:
+        close = difflib.get_close_matches(col[f], have, n=1, cutoff=0.6)
+        fix = f"--column {f}={close[0] if close else 'COLUMN'}"
+        parts.append(f"no column {col[f]!r} for field '{f}'" + (f" (did you mean {close[0]!r}?)" if close else "")
+                     + f": rename it in the header or pass {fix}")
+    return f"header: {'; '.join(parts)}; the file's columns are {', '.join(have)[:200]}"
+
+
+def unmapped_image_column(ex: Example) -> str | None:
+    """The first column kept in meta whose value names an existing image file (relative to the row's base)."""
+    from pathlib import Path
+
+    for key, value in ex.meta.items():
+        if key == "history" or not isinstance(value, str):
+            continue
+        paths = [p.strip() for p in value.split(";") if p.strip()]
+        if paths and all(p.lower().endswith(IMAGE_SUFFIXES) and (Path(ex.base) / p).is_file() for p in paths):
+            return key
+    return None

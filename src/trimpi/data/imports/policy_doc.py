@@ -16,7 +16,8 @@ A policy document is one of
 - A policy JSON (`{"name", "text", "images", ...}`, as trimpi writes them); extra keys are kept.
 
 Image paths are relative to the document's directory. The policy's name comes from the
-option (`NAME=FILE`), else the front matter / JSON, else the file name without its extension.
+option (`NAME=FILE`), else `--name` (one policy), else the front matter / JSON, else the document's first
+heading (as a name: "# Dock-Inspect" → Dock-Inspect), else the file name without its extension.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from trimpi.errors import DataError
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _MD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _FRONT = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.DOTALL)
+_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 
 
 @dataclass
@@ -139,13 +141,23 @@ def parse_json_policy(path: Path) -> tuple[str | None, str, list[Path], dict[str
     return data.get("name"), data["text"], images, extra
 
 
-def load_policy_doc(spec: str) -> PolicyDoc:
-    """Parse one `--policy NAME=FILE` (or `FILE`) into a PolicyDoc."""
+def heading_name(text: str) -> str | None:
+    """The document's first Markdown heading as a policy name (runs of other characters become '-'), or None."""
+    m = _HEADING.search(text)
+    if not m:
+        return None
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", m.group(1)).strip("-._")[:100]
+    return name or None
+
+
+def load_policy_doc(spec: str, default_name: str | None = None) -> PolicyDoc:
+    """Parse one `--policy NAME=FILE` (or `FILE`) into a PolicyDoc; `default_name` (`--name`) beats the file's own."""
     name, path = parse_spec(spec)
     if not path.is_file():
         raise DataError(f"{path}: policy document not found")
     path = path.resolve()
     extra: dict[str, Any] = {}
+    heading = None
     if path.suffix.lower() == ".json":
         doc_name, text, images, extra = parse_json_policy(path)
     else:
@@ -154,19 +166,35 @@ def load_policy_doc(spec: str) -> PolicyDoc:
         except UnicodeDecodeError:
             raise DataError(f"{path}: a policy document must be UTF-8 Markdown or text") from None
         doc_name, text, images = parse_markdown(raw, path)
+        heading = heading_name(text)
     if not text.strip():
         raise DataError(f"{path}: the policy text is empty")
-    final = name or doc_name or path.stem
+    final = name or default_name or doc_name or heading or path.stem
     return PolicyDoc(check_name(str(final), str(path)), text, images, path, extra)
 
 
-def load_policy_docs(specs: list[str], what: str = "--policy") -> dict[str, PolicyDoc]:
-    """Policies by name; two documents with one name is an error."""
+def load_policy_docs(specs: list[str], what: str = "--policy", default_name: str | None = None) -> dict[str, PolicyDoc]:
+    """Policies by name; two documents with one name is an error. `default_name` names a lone document."""
     docs: dict[str, PolicyDoc] = {}
     for spec in specs:
-        doc = load_policy_doc(spec)
+        doc = load_policy_doc(spec, default_name if len(specs) == 1 else None)
         if doc.name in docs:
             raise DataError(f"{what}: two documents are named {doc.name!r} ({docs[doc.name].source}, {doc.source}); "
                             "give one a name with NAME=FILE")
         docs[doc.name] = doc
     return docs
+
+
+_BARE = re.compile(  # a sentence that asks for the answer alone: "Answer with the action word only", "Reply only with ..."
+    r"\b(answer|reply|respond|output|write|return|say)\b[^.!?\n]{0,80}?"
+    r"\b(only|just|nothing else|no other (text|words?)|alone|single word)\b", re.IGNORECASE)
+
+
+def bare_answer_sentences(doc: PolicyDoc) -> list[tuple[int, str]]:
+    """(line, sentence) of each sentence in the policy asking for a bare answer (no markup around it)."""
+    found = []
+    for n, line in enumerate(doc.text.splitlines(), 1):
+        for sentence in re.split(r"(?<=[.!?])\s+", line):
+            if _BARE.search(sentence) and "boxed" not in sentence.lower():
+                found.append((n, sentence.strip().lstrip("-*# ").strip()))
+    return found
