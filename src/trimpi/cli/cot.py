@@ -1,4 +1,5 @@
-"""`trimpi data cot`: reasoning traces from a teacher (local model or OpenAI-compatible URL)."""
+"""`trimpi data cot`: reasoning traces from a teacher (local model or OpenAI-compatible URL), or template traces
+that cite the policy's own rules (`--template`: offline, seconds)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import typer
 
 def cot(
     data: Annotated[Path, typer.Option(help="Dataset directory holding the split's JSONL and its policies.")],
-    teacher: Annotated[str, typer.Option(help="An OpenAI-compatible base URL (http://host:port/v1), a local "
-                                              "checkpoint, a cached Hugging Face id or a preset.")],
+    teacher: Annotated[str | None, typer.Option(help="An OpenAI-compatible base URL (http://host:port/v1), a local "
+                                                     "checkpoint, a cached Hugging Face id or a preset.")] = None,
+    template: Annotated[bool, typer.Option("--template", help="No teacher: a rule-citing trace per record, built "
+                                                              "from the policy's numbered rules / headings and the "
+                                                              "gold answer (offline, seconds); written to "
+                                                              "DATA/train_cot.jsonl and labelled in the manifest.")]
+    = False,
     mode: Annotated[str, typer.Option(help="forward: keep traces with a correct answer; reverse: the teacher "
                                            "is given the gold answer and explains it.")] = "forward",
     teacher_model: Annotated[str | None, typer.Option(help="Model name served at the --teacher URL.")] = None,
@@ -38,7 +44,18 @@ def cot(
     overwrite: Annotated[bool, typer.Option(help="Start again instead of resuming an earlier run.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Write reasoning traces by a teacher with the policy in context; keep only accepted ones."""
+    """Write reasoning traces by a teacher with the policy in context, keeping accepted ones; or template traces."""
+    if template:
+        from trimpi.data.teacher_template import summary_line as template_line
+        from trimpi.data.teacher_template import template_traces
+
+        if teacher is not None:
+            raise typer.BadParameter("give --teacher or --template, not both")
+        typer.echo(template_line(template_traces(data, out, split, overwrite)))
+        return
+    if teacher is None:
+        raise typer.BadParameter("give --teacher URL|MODEL (an LLM writes traces) or --template (rule-citing "
+                                 "traces from the policy, offline)")
     from trimpi.data.teacher import TeacherOptions, default_out, generate_traces, split_path, summary_line, summary_path
     from trimpi.generation.client import is_url, make_client
 
@@ -54,6 +71,9 @@ def cot(
         client = make_client(teacher, batch_size=batch_size, dtype=dtype, device=device, data=data, seed=seed)
         client.progress = False
     out = out or default_out(data)
-    summary = generate_traces(client, data, out, opts)
+    summary = generate_traces(client, data, out, opts, echo=lambda line: typer.echo(line, err=True))
     typer.echo(summary_line(summary))
     typer.echo(f"wrote {out} and {summary_path(out)}")
+    if out.name != "train_cot.jsonl":
+        typer.echo(f"recipes read train_cot.jsonl; to train on these, give `split: {out.stem}` under stages.sft and "
+                   "stages.cpt of the recipe")

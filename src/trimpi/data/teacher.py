@@ -267,9 +267,32 @@ def summarize(rows: list[dict[str, Any]], teacher: str, opts: TeacherOptions, ou
     }
 
 
+def measure_call(client, record: Record, root: Path, store: PolicyStore, opts: TeacherOptions) -> float:
+    """Seconds of one teacher call on one record (the reply is discarded: the run itself is unchanged)."""
+    import time
+
+    messages = teacher_messages(record, root, store.get(record) if record.policy_path else None, opts.mode,
+                                opts.placement)
+    start = time.perf_counter()
+    _complete(client, [messages], opts)
+    return time.perf_counter() - start
+
+
+def estimate_line(seconds: float, todo: int, opts: TeacherOptions) -> str:
+    """The measured time per record and what the whole run will take (every first attempt kept .. all tried)."""
+    def hms(s: float) -> str:
+        return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+
+    low, high = seconds * todo, seconds * todo * opts.samples_per_example
+    return (f"teacher: {seconds:.1f} s per record (one call, measured); {todo} records: about {hms(low)} if every "
+            f"first attempt is kept, up to {hms(high)} with {opts.samples_per_example} attempts each "
+            "(batched calls are faster per record; the progress bar shows the ETA)")
+
+
 def generate_traces(client, data: str | Path, out: str | Path | None = None,
-                    opts: TeacherOptions | None = None) -> dict[str, Any]:
+                    opts: TeacherOptions | None = None, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Ask `client` (a `trimpi.generation.client.ChatClient`) for a trace per record; write OUT and its summary.
+    With `echo`, one call is timed first and the estimate for the whole run is printed before it starts.
 
     Returns the summary dict (also written to <OUT stem>.summary.json).
     """
@@ -289,6 +312,8 @@ def generate_traces(client, data: str | Path, out: str | Path | None = None,
     todo = [r for r in records if r.id not in done]
     store = PolicyStore(data)
     scorer = get_scorer(opts.scorer) if any(r.task == "gta" for r in todo) else None
+    if echo is not None and todo:
+        echo(estimate_line(measure_call(client, todo[0], data, store, opts), len(todo), opts))
     from tqdm import tqdm
 
     bar = tqdm(total=len(records), initial=skipped, desc=f"cot {opts.mode}", unit="rec", disable=not opts.progress)
