@@ -20,6 +20,15 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def no_trusted_code():
+    """Code a test trusted (`--trust-code` through the CLI runner, in this process) is forgotten after it."""
+    yield
+    from trimpi.trust import forget_trust
+
+    forget_trust()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     import torch

@@ -151,7 +151,9 @@ def half_credit(completion, record):
 NOT_CALLABLE = 3
 
 
-def test_custom_function_and_bad_specs():
+def test_custom_function_and_bad_specs(monkeypatch):
+    monkeypatch.setenv("TRIMPI_TRUST_CODE", "test_answers:half_credit,test_answers:missing,test_answers:NOT_CALLABLE,"
+                                            "no_such_module_xyz:fn")
     r = rec(answer="cube", answer_type="test_answers:half_credit")
     assert score_answer("a cube", r).score == 0.5 and score_answer("a cube", r).pred == "cube"
     assert score_answer("a ball", r).score == 0.0
@@ -161,7 +163,7 @@ def test_custom_function_and_bad_specs():
                           ("fuzzy", "expected one of clevr, exact"), ({"type": "exact", "case": True},
                                                                       "unknown option")]:
         with pytest.raises(ConfigError, match=message) as info:
-            parse_answer_type(spec)
+            score_answer("x", rec(answer="x", answer_type=spec))
         assert "\n" not in str(info.value)
 
 
@@ -258,7 +260,8 @@ def explodes(completion, record):
     raise KeyError("boom")
 
 
-def test_setup_faults_stop_rl_while_bad_completions_score_zero():
+def test_setup_faults_stop_rl_while_bad_completions_score_zero(monkeypatch):
+    monkeypatch.setenv("TRIMPI_TRUST_CODE", "test_answers:explodes")
     judged = rec(answer="", answer_type="judge")
     with pytest.raises(ConfigError, match="record r: answer type 'judge' needs a judge"):
         RewardSpec().score(["an answer"], [judged])  # not a silent 0 for every sample

@@ -41,7 +41,7 @@ def train_rl(config: str, data: Path, model: Path, out: Path) -> subprocess.Comp
            "--data", str(data), "--model", str(model), "--out", str(out), "--policy-rollout", "--max-steps", "4",
            "--save-steps", "2", "--num-generations", "2", "--prompts-per-step", "2", "--max-completion-length", "6",
            "--per-device-train-batch-size", "2", "--lr", "1e-2", "--beta", "0.04",
-           "--reward", "test_rl_trainer:vowels", "--no-progress"]
+           "--reward", "test_rl_trainer:vowels", "--trust-code", "test_rl_trainer:vowels", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{TESTS}"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -37,7 +37,7 @@ def test_layout_and_manifest(built):
     assert m["scorer"]["default"] in ("bertscore-f1:all-MiniLM-L6-v2", "lexical-f1")
     for rel, digest in m["files"].items():
         assert sha256_file(built / rel) == digest
-    assert set(m["files"]) == set(_files(built)) - {"manifest.json"}
+    assert set(m["files"]) == set(_files(built)) - {"manifest.json", ".trimpi"}  # the ownership mark
     assert not set(m["queries"]["train"]) & set(m["queries"]["test"])
 
 

@@ -49,7 +49,7 @@ def by_content(value):
 def reimport(native: Path, tmp: Path, policies: list[str], overrides: list[str]) -> Path:
     out = tmp / "imported"
     import_dataset(ImportOptions(examples=[export_jsonl(native)], policies=policies, override_policies=overrides,
-                                 test_fraction=0.0), out)
+                                 test_fraction=0.0, media_root=native.parent), out)  # images in ../pool
     return out
 
 

@@ -112,7 +112,7 @@ def test_dry_run_shows_the_judge(tmp_path):
     lines: list[str] = []
     record = run_recipe(parse_recipe({**RECIPE, "judge": JUDGE}), tmp_path / "o", dry_run=True, echo=lines.append)
     assert f"judge: j at {JUDGE['url']} (eval steps and the RL reward)" in lines
-    assert record["recipe"]["judge"] == JUDGE
+    assert record["recipe"]["judge"] == {**JUDGE, "api_key_env": None}
     assert all(s["config"]["judge"] == JUDGE for s in record["steps"] if s["kind"] in ("eval", "rl"))
     lines.clear()
     run_recipe(parse_recipe({**RECIPE, "judge": {"model": "tiny:qwen2_5_vl"}}), tmp_path / "o", dry_run=True,

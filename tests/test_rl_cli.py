@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
 def _args(data, model, out, *extra):
     return ["train", "rl", "--data", str(data), "--model", str(model), "--out", str(out), "--policy-rollout",
             "--num-generations", "2", "--prompts-per-step", "2", "--max-completion-length", "6",
-            "--reward", "test_rl_trainer:vowels", "--lr", "1e-2", *extra]
+            "--reward", "test_rl_trainer:vowels", "--trust-code", "test_rl_trainer:vowels", "--lr", "1e-2", *extra]
 
 
 class Killed(Exception):

@@ -485,7 +485,7 @@ def test_rl_cli_sizes_the_model_from_its_config_and_loads_the_reference_apart(ze
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     res = CliRunner().invoke(app, ["train", "rl", "--data", str(root), "--model", str(tmp_path / "model"), "--out",
                                    str(tmp_path / "out"), "--algo", "grpo", "--reward", "test_rl_trainer:vowels",
-                                   "--no-progress"])
+                                   "--trust-code", "test_rl_trainer:vowels", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert seen["cfg"].learning_rate == 1e-6  # under ZeRO-3 the placeholders' count (0) would have given 1e-4
     assert seen["net"] is loaded[0]

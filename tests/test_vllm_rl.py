@@ -69,7 +69,7 @@ def test_poro_grpo_with_vllm_gives_the_hf_engines_losses_on_the_same_samples(tmp
     args = ["train", "rl", "--data", str(data), "--model", str(tmp_path / "model"), "--policy-rollout",
             "--algo", "grpo", "--num-generations", "2", "--prompts-per-step", "2", "--max-steps", "2",
             "--max-completion-length", "8", "--temperature", "0.9", "--lr", "1e-2", "--no-progress",
-            "--reward", "test_rl_trainer:vowels"]
+            "--reward", "test_rl_trainer:vowels", "--trust-code", "test_rl_trainer:vowels"]
     recorded = {}
 
     def vllm_engine(cfg, policy, proc, **_):

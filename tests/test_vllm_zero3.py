@@ -37,7 +37,8 @@ def test_poro_grpo_with_colocated_vllm_under_zero3(tmp_path):
            "-m", "trimpi", "train", "rl", "--data", str(data), "--model", str(base), "--out", str(out),
            "--engine", "vllm", "--policy-rollout", "--max-steps", "2", "--save-steps", "1", "--num-generations", "2",
            "--prompts-per-step", "2", "--max-completion-length", "6", "--per-device-train-batch-size", "2",
-           "--lr", "1e-2", "--beta", "0.04", "--reward", "test_rl_trainer:vowels", "--no-progress"]
+           "--lr", "1e-2", "--beta", "0.04", "--reward", "test_rl_trainer:vowels",
+           "--trust-code", "test_rl_trainer:vowels", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{TESTS}"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]

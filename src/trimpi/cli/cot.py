@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from trimpi.cli.safety import ApiKeyEnv, TrustCode
+
 
 def cot(
     data: Annotated[Path, typer.Option(help="Dataset directory holding the split's JSONL and its policies.")],
@@ -21,6 +23,8 @@ def cot(
     mode: Annotated[str, typer.Option(help="forward: keep traces with a correct answer; reverse: the teacher "
                                            "is given the gold answer and explains it.")] = "forward",
     teacher_model: Annotated[str | None, typer.Option(help="Model name served at the --teacher URL.")] = None,
+    api_key_env: ApiKeyEnv = None,
+    trust_code: TrustCode = [],  # noqa: B006
     split: Annotated[str, typer.Option(help="Which JSONL file of the dataset to annotate.")] = "train",
     out: Annotated[Path | None, typer.Option(help="Output JSONL (default: DATA/train_cot_teacher.jsonl).")] = None,
     limit: Annotated[int | None, typer.Option(help="Annotate only the first N records.")] = None,
@@ -58,7 +62,9 @@ def cot(
                                  "traces from the policy, offline)")
     from trimpi.data.teacher import TeacherOptions, default_out, generate_traces, split_path, summary_line, summary_path
     from trimpi.generation.client import is_url, make_client
+    from trimpi.trust import trust_code as trust
 
+    trust(trust_code)
     opts = TeacherOptions(
         mode=mode, split=split, limit=limit, samples_per_example=samples_per_example, batch_size=batch_size,
         max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, placement=placement, min_score=min_score,
@@ -66,7 +72,7 @@ def cot(
     ).check()
     split_path(data, split)  # a missing dataset fails before a model is loaded
     if is_url(teacher):
-        client = make_client(teacher, model=teacher_model)
+        client = make_client(teacher, model=teacher_model, api_key_env=api_key_env)
     else:
         client = make_client(teacher, batch_size=batch_size, dtype=dtype, device=device, data=data, seed=seed)
         client.progress = False

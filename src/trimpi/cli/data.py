@@ -61,8 +61,11 @@ def clevr(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
 ) -> None:
     """Generate ClevrPolicy: scenes, images, decision-tree policies and QA records."""
+    from trimpi.cli.safety import local_inputs
     from trimpi.data.clevr.build import ClevrConfig, build_clevr
+    from trimpi.data.io import claim_output
 
+    claim_output(out, overwrite, local_inputs(clevr_dir=clevr_dir))
     width, height = _parse_size(image_size)
     cfg = ClevrConfig.checked(
         name=clevr_flag,
@@ -96,8 +99,11 @@ def gta(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
 ) -> None:
     """Build GTAPolicy: single-step tool-use instances governed by a versioned-tool policy."""
+    from trimpi.cli.safety import local_inputs
     from trimpi.data.gta.build import build_gta
+    from trimpi.data.io import claim_output
 
+    claim_output(out, overwrite, local_inputs(gta_dir=gta_dir))
     build_gta(out=out, gta_dir=gta_dir, profiles_per_step=profiles_per_step, seed=seed, overwrite=overwrite)
 
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from trimpi.cli.safety import TrustCode
+
 
 def data_import(
     out: Annotated[Path, typer.Option(help="Output dataset directory.")],
@@ -29,15 +31,26 @@ def data_import(
     images: Annotated[str, typer.Option(help="copy the image files, or link them (symlinks to the sources).")] = "copy",
     delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: ',' ; tab for .tsv).")] = None,
     workers: Annotated[int, typer.Option(help="Threads that verify images.")] = 2,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    media_root: Annotated[Path | None, typer.Option(
+        help="Folder that image and scene paths resolve in (default: each examples file's folder); paths may not "
+             "lead out of it.")] = None,
+    trust_code: TrustCode = [],  # noqa: B006
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory (one trimpi wrote).")] = False,
 ) -> None:
     """Import a policy (or several) and its examples as a dataset that train, eval and run use unchanged."""
+    from trimpi.cli.safety import local_inputs
     from trimpi.data.imports import ImportOptions, import_dataset
     from trimpi.data.imports.formats import parse_mapping
+    from trimpi.data.io import claim_output
+    from trimpi.trust import trust_code as trust
 
+    trust(trust_code)
+    files = [p.partition("=")[2] or p for p in [*policy, *override_policy]]
+    claim_output(out, overwrite, local_inputs(examples=examples, policy=files, media_root=media_root))
     opts = ImportOptions(examples=examples, policies=policy, override_policies=override_policy,
                          columns=parse_mapping(column), answer_type=answer_type, task=task, name=name,
-                         test_fraction=test_fraction, seed=seed, images=images, delimiter=delimiter, workers=workers)
+                         test_fraction=test_fraction, seed=seed, images=images, delimiter=delimiter, workers=workers,
+                         media_root=media_root)
     from trimpi.pipeline.starter import write_starter
 
     manifest = import_dataset(opts, out, overwrite=overwrite)

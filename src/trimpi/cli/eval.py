@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from trimpi.cli import vllm_options
+from trimpi.cli.safety import ApiKeyEnv, TrustCode
 
 
 def default_out(model: str) -> Path:
@@ -33,6 +34,8 @@ def evaluate(
     judge: Annotated[str | None, typer.Option(help="LLM judge for referral on non-ClevrPolicy data: an "
                                                    "OpenAI-compatible URL or a local model.")] = None,
     judge_model: Annotated[str | None, typer.Option(help="Model name served at the --judge URL.")] = None,
+    api_key_env: ApiKeyEnv = None,
+    trust_code: TrustCode = [],  # noqa: B006
     judge_samples: Annotated[int, typer.Option(help="Responses rated by the judge.")] = 100,
     baseline_model: Annotated[str | None, typer.Option(help="Model before internalization, for forgetting.")]
     = None,
@@ -50,8 +53,13 @@ def evaluate(
     vllm_enforce_eager: vllm_options.EnforceEager = None,
 ) -> None:
     """Evaluate a model: writes predictions_<protocol>.jsonl and scores.json, prints a summary."""
+    from trimpi.cli.safety import local_inputs, main_process
+    from trimpi.data.io import owned_output
     from trimpi.eval.protocols import asks_for_all, parse_protocols
     from trimpi.eval.runner import EvalOptions, run_eval
+    from trimpi.trust import trust_code as trust
+
+    trust(trust_code)
 
     opts = EvalOptions(
         protocols=parse_protocols(protocols), batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit,
@@ -65,8 +73,10 @@ def evaluate(
         from trimpi.generation.vllm_engine import import_vllm
 
         import_vllm()  # a missing vLLM fails now, in one line, not after the model is loaded
-    results = run_eval(model, data, out, opts, judge=judge, judge_model=judge_model, baseline_model=baseline_model,
-                       dtype=dtype, device=device, seed=seed)
+    inputs = local_inputs(model=model, data=data, baseline_model=baseline_model, baseline_scores=baseline_scores)
+    with owned_output(out, "eval", inputs=inputs, lock=main_process()):
+        results = run_eval(model, data, out, opts, judge=judge, judge_model=judge_model, baseline_model=baseline_model,
+                           dtype=dtype, device=device, seed=seed, judge_api_key_env=api_key_env)
     for dataset, scores in results.items():
         for name, summary in scores["protocols"].items():
             line = f"skipped: {summary['skipped']}" if "skipped" in summary else summary_line(summary)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from trimpi.cli import vllm_options
+from trimpi.cli.safety import ApiKeyEnv, TrustCode
 
 
 def rl(
@@ -50,6 +51,8 @@ def rl(
                                                    "eval --judge`): an OpenAI-compatible URL or a local model.")]
     = None,
     judge_model: Annotated[str | None, typer.Option(help="Model name served at the --judge URL.")] = None,
+    api_key_env: ApiKeyEnv = None,
+    trust_code: TrustCode = [],  # noqa: B006
     split: Annotated[str, typer.Option(help="JSONL file of --data to train on.")] = "train",
     save_steps: Annotated[int, typer.Option(help="Save a checkpoint every N steps (0: final model only).")] = 0,
     save_total_limit: Annotated[int, typer.Option(help="Checkpoints to keep.")] = 2,
@@ -78,7 +81,9 @@ def rl(
     """RL with GRPO or DAPO, optionally with PolicyRollout; writes a from_pretrained-loadable model."""
     import dataclasses
 
-    from trimpi.data.answers import Scoring, needs_judge
+    from trimpi.cli.safety import local_inputs, main_process
+    from trimpi.data.answers import Scoring, check_custom_code, needs_judge
+    from trimpi.data.io import owned_output
     from trimpi.data.schema import load_records
     from trimpi.errors import ConfigError, DataError
     from trimpi.generation.judge import make_answer_judge
@@ -89,54 +94,61 @@ def rl(
     from trimpi.train.rl.rewards import RewardSpec
     from trimpi.train.rl.trainer import make_accelerator, reference_loaded_apart, train_rl
     from trimpi.train.stage import prepare_stage_dir
+    from trimpi.trust import trust_code as trust
 
-    prepare_stage_dir(out, overwrite)  # refuse a finished --out before loading anything
-    if engine == "vllm":
-        from trimpi.generation.vllm_engine import import_vllm
+    trust(trust_code)
+    claim = owned_output(out, "train rl", overwrite, local_inputs(data=data, model=model), lock=main_process())
+    with claim:  # refuse a foreign or locked --out, or one holding an input, before loading anything
+        prepare_stage_dir(out, overwrite)  # refuse a finished --out before loading anything
+        if engine == "vllm":
+            from trimpi.generation.vllm_engine import import_vllm
 
-        import_vllm()  # a missing vLLM fails now, in one line, not after the model is loaded
-    path = data / f"{split}.jsonl"
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (expected a dataset directory with {split}.jsonl)")
-    records = load_records(path)
-    if needs_judge(records) and judge is None:
-        raise ConfigError(f"{path}: records with answer type 'judge' need --judge (an OpenAI-compatible URL or a "
-                          "local model)")
-    cfg = RLConfig(  # every option checked before anything loads; the learning rate may follow the model size
-        algo=algo, policy_rollout=policy_rollout, num_generations=num_generations, prompts_per_step=prompts_per_step,
-        epochs=epochs, max_steps=max_steps, learning_rate=1e-6 if lr is None else lr, beta=beta, epsilon=epsilon,
-        epsilon_high=epsilon_high, dynamic_sampling=dynamic_sampling,
-        dynamic_sampling_max_tries=dynamic_sampling_max_tries,
-        loss_type=loss_type, scale_rewards=scale_rewards, mask_truncated_completions=mask_truncated_completions,
-        max_completion_length=max_completion_length, temperature=temperature, num_iterations=num_iterations,
-        per_device_train_batch_size=per_device_train_batch_size, generation_batch_size=generation_batch_size,
-        policy_placement=policy_placement, save_steps=save_steps, save_total_limit=save_total_limit, seed=seed,
-        scorer=scorer, engine=engine, vllm_mode=vllm_mode, vllm_gpu_memory_utilization=vllm_gpu_memory_utilization,
-        vllm_tensor_parallel_size=vllm_tensor_parallel_size, vllm_enable_sleep_mode=vllm_enable_sleep_mode,
-        vllm_max_model_len=vllm_max_model_len, vllm_enforce_eager=vllm_enforce_eager,
-        vllm_importance_sampling_correction=vllm_importance_sampling_correction,
-        vllm_importance_sampling_cap=vllm_importance_sampling_cap,
-    ).resolved()
-    scoring = Scoring(cfg.scorer)
-    rewards = RewardSpec.parse(reward, reward_weights, scoring)  # names and weights checked before anything loads
-    accelerator = make_accelerator(report_to)
-    if judge:
-        scoring.judge = make_answer_judge(judge, judge_model, data, dtype=dtype, device=accelerator.device)
-    net, processor = load_model(model, dtype=dtype, device=accelerator.device, data=data, seed=seed)
-    if lr is None:  # under ZeRO-3 the loaded parameters are empty placeholders: size from the config then
-        lr = default_learning_rate(model_parameters(model) if zero3_enabled(accelerator)
-                                   else sum(p.numel() for p in net.parameters()))
-    if lora_r > 0:
-        from trimpi.models.lora import apply_lora
+            import_vllm()  # a missing vLLM fails now, in one line, not after the model is loaded
+        path = data / f"{split}.jsonl"
+        if not path.is_file():
+            raise DataError(f"{path}: file not found (expected a dataset directory with {split}.jsonl)")
+        records = load_records(path)
+        check_custom_code(records, str(path))
+        if needs_judge(records) and judge is None:
+            raise ConfigError(f"{path}: records with answer type 'judge' need --judge (an OpenAI-compatible URL or a "
+                              "local model)")
+        cfg = RLConfig(  # every option checked before anything loads; the learning rate may follow the model size
+            algo=algo, policy_rollout=policy_rollout, num_generations=num_generations,
+            prompts_per_step=prompts_per_step,
+            epochs=epochs, max_steps=max_steps, learning_rate=1e-6 if lr is None else lr, beta=beta, epsilon=epsilon,
+            epsilon_high=epsilon_high, dynamic_sampling=dynamic_sampling,
+            dynamic_sampling_max_tries=dynamic_sampling_max_tries,
+            loss_type=loss_type, scale_rewards=scale_rewards, mask_truncated_completions=mask_truncated_completions,
+            max_completion_length=max_completion_length, temperature=temperature, num_iterations=num_iterations,
+            per_device_train_batch_size=per_device_train_batch_size, generation_batch_size=generation_batch_size,
+            policy_placement=policy_placement, save_steps=save_steps, save_total_limit=save_total_limit, seed=seed,
+            scorer=scorer, engine=engine, vllm_mode=vllm_mode, vllm_gpu_memory_utilization=vllm_gpu_memory_utilization,
+            vllm_tensor_parallel_size=vllm_tensor_parallel_size, vllm_enable_sleep_mode=vllm_enable_sleep_mode,
+            vllm_max_model_len=vllm_max_model_len, vllm_enforce_eager=vllm_enforce_eager,
+            vllm_importance_sampling_correction=vllm_importance_sampling_correction,
+            vllm_importance_sampling_cap=vllm_importance_sampling_cap,
+        ).resolved()
+        scoring = Scoring(cfg.scorer)
+        rewards = RewardSpec.parse(reward, reward_weights, scoring)  # names and weights checked before anything loads
+        accelerator = make_accelerator(report_to)
+        if judge:
+            scoring.judge = make_answer_judge(judge, judge_model, data, api_key_env=api_key_env, dtype=dtype,
+                                              device=accelerator.device)
+        net, processor = load_model(model, dtype=dtype, device=accelerator.device, data=data, seed=seed)
+        if lr is None:  # under ZeRO-3 the loaded parameters are empty placeholders: size from the config then
+            lr = default_learning_rate(model_parameters(model) if zero3_enabled(accelerator)
+                                       else sum(p.numel() for p in net.parameters()))
+        if lora_r > 0:
+            from trimpi.models.lora import apply_lora
 
-        net = apply_lora(net, lora_r, lora_alpha, dropout=0.0)  # dropout would make the ratio noisy
-    ref_model = reference_loaded_apart(cfg, net, accelerator, lambda: load_model(
-        model, dtype=dtype, device=accelerator.device, data=data, seed=seed)[0])
-    cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate if lr is None else lr,
-                              reward_weights=rewards.weights)
-    row = train_rl(cfg, net, processor, records, data, out, rewards=rewards, ref_model=ref_model,
-                   accelerator=accelerator, resume_from_checkpoint=resume_from_checkpoint,
-                   start_checkpoint=str(model), report_to=report_to, overwrite=overwrite, progress=progress)
-    if accelerator.is_main_process:
-        typer.echo(f"model: {out}\nmetrics: {out / 'metrics.jsonl'}\nlast step: {row.get('step', 0)} "
-                   f"reward {row.get('reward', 0.0):.3f}")
+            net = apply_lora(net, lora_r, lora_alpha, dropout=0.0)  # dropout would make the ratio noisy
+        ref_model = reference_loaded_apart(cfg, net, accelerator, lambda: load_model(
+            model, dtype=dtype, device=accelerator.device, data=data, seed=seed)[0])
+        cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate if lr is None else lr,
+                                  reward_weights=rewards.weights)
+        row = train_rl(cfg, net, processor, records, data, out, rewards=rewards, ref_model=ref_model,
+                       accelerator=accelerator, resume_from_checkpoint=resume_from_checkpoint,
+                       start_checkpoint=str(model), report_to=report_to, overwrite=overwrite, progress=progress)
+        if accelerator.is_main_process:
+            typer.echo(f"model: {out}\nmetrics: {out / 'metrics.jsonl'}\nlast step: {row.get('step', 0)} "
+                       f"reward {row.get('reward', 0.0):.3f}")

@@ -33,13 +33,17 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a
 
 def _stage(stage: str, target: str, data, model, out, epochs, lr, batch_size, grad_accum, lora_rank, max_steps, seed,
            save_steps, report_to, merge_lora, overwrite, split, limit, progress) -> None:
+    from trimpi.cli.safety import local_inputs, main_process
+    from trimpi.data.io import owned_output
     from trimpi.train.sft import StageOptions, run_stage
 
     opts = StageOptions(data=str(data), model=model, out=str(out), stage=stage, target=target, split=split,
                         epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, lora_rank=lora_rank,
                         merge_lora=merge_lora, max_steps=max_steps, seed=seed, save_steps=save_steps,
                         report_to=report_to, limit=limit, overwrite=overwrite, progress=progress)
-    summary = run_stage(opts)
+    inputs = local_inputs(data=data, model=model)
+    with owned_output(out, f"train {stage}", overwrite, inputs, lock=main_process()):
+        summary = run_stage(opts)
     typer.echo(f"{stage}: {summary['global_step']} steps, train loss {summary['train_loss']:.4f} → {out}")
 
 
@@ -96,15 +100,19 @@ def warmup(
     progress: Progress = True,
 ) -> None:
     """Perception warm-up: caption scene graphs so a fresh vision tower names object attributes."""
+    from trimpi.cli.safety import local_inputs, main_process
+    from trimpi.data.io import owned_output
     from trimpi.train.stage import ATTRIBUTE_ACCURACY
     from trimpi.train.warmup import WarmupOptions, run_warmup
 
-    summary = run_warmup(WarmupOptions(data=str(data), out=str(out), model=model, epochs=epochs, lr=lr,
-                                       batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, seed=seed,
-                                       eval_scenes=eval_scenes, save_steps=save_steps, report_to=report_to,
-                                       overwrite=overwrite, questions=questions,
-                                       vision_first_steps=vision_first_steps, vision_steps=vision_steps,
-                                       vision_lr=vision_lr, vision_batch_size=vision_batch_size,
-                                       existence=existence, captions=captions, progress=progress))
+    claim = owned_output(out, "train warmup", overwrite, local_inputs(data=data, model=model), lock=main_process())
+    with claim:
+        summary = run_warmup(WarmupOptions(data=str(data), out=str(out), model=model, epochs=epochs, lr=lr,
+                                           batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, seed=seed,
+                                           eval_scenes=eval_scenes, save_steps=save_steps, report_to=report_to,
+                                           overwrite=overwrite, questions=questions,
+                                           vision_first_steps=vision_first_steps, vision_steps=vision_steps,
+                                           vision_lr=vision_lr, vision_batch_size=vision_batch_size,
+                                           existence=existence, captions=captions, progress=progress))
     acc = summary.get(ATTRIBUTE_ACCURACY)
     typer.echo(f"warmup: {summary['global_step']} steps → {out}" + (f"; attribute accuracy {acc}" if acc else ""))

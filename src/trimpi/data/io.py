@@ -183,11 +183,80 @@ def image_problem(path: str | Path) -> str | None:
     return None
 
 
-def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
-    """Check that `out` may be written; return its resolved path. Nothing is deleted here."""
+OWNER_MARK = ".trimpi"  # in every directory a trimpi command writes: {"written_by": "trimpi", "command": ...}
+# Outputs written before the mark existed are recognised by a file only trimpi writes, with its shape.
+_LEGACY_MARKS = {"trimpi_stage.json": (), "manifest.json": ("files", "config"), "run.json": ("steps", "methods"),
+                 "scores.json": ("options",)}
+
+
+def mark_owned(directory: str | Path, command: str = "trimpi") -> None:
+    """Mark `directory` as written by trimpi (so `--overwrite` may later replace it)."""
+    write_json(Path(directory) / OWNER_MARK, {"command": command, "written_by": "trimpi"})
+
+
+def is_owned(directory: str | Path) -> bool:
+    """Whether `directory` carries trimpi's mark (or is an output written before the mark existed)."""
+    directory = Path(directory)
+    if (directory / OWNER_MARK).is_file():
+        return True
+    for name, keys in _LEGACY_MARKS.items():
+        path = directory / name
+        if path.is_file() and not path.is_symlink():
+            if not keys:
+                return True
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(data, dict) and all(k in data for k in keys):
+                    return True
+    return False
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def inside(root: str | Path, rel: str, where: str, base: str | Path | None = None) -> Path:
+    """`base / rel` resolved (`base` defaults to `root`), refusing in one line naming `where` a path that leads
+    out of `root`: an absolute path elsewhere, a `..` that climbs out, or a symbolic link pointing out. Files
+    a dataset, policy or examples file names stay inside its folder."""
+    root = Path(root).resolve()
+    start = Path(base).resolve() if base is not None else root
+    path = (start / rel).resolve()
+    if not _inside(path, root):
+        lexical = Path(os.path.normpath(start / rel))
+        how = ("an absolute path" if os.path.isabs(rel) else
+               "a symbolic link" if _inside(lexical, root) else "'..'")
+        raise DataError(f"{where}: {rel!r} leads outside {root} ({how}); files must lie inside that folder")
+    return path
+
+
+def claim_output(out: str | Path, overwrite: bool = False, inputs: dict[str, Any] | None = None) -> Path:
+    """The checks of every command that writes directory `out`, before it writes; its resolved path.
+
+    `out` must be a directory (or not exist), must not hold an input of the same command (`inputs`:
+    {flag: path or paths}), and, when not empty, must be trimpi's own (`is_owned`): a folder of other
+    files is refused, with or without --overwrite. `--overwrite` never replaces the working directory
+    or a parent of it. Nothing is written or deleted here."""
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise TrimpiError(f"{out}: exists and is not a directory")
+    if overwrite and _inside(Path.cwd().resolve(), out):
+        raise TrimpiError(f"{out}: is the working directory or a parent of it; --overwrite never replaces those "
+                          "(choose another --out)")
+    for flag, paths in (inputs or {}).items():
+        for path in paths if isinstance(paths, list | tuple) else [paths]:
+            if path is not None and _inside(Path(path).resolve(), out):
+                raise TrimpiError(f"{out}: holds {path}, an input of this command ({flag}); choose another --out")
+    if out.is_dir() and not is_owned(out) and any(out.iterdir()):
+        raise TrimpiError(f"{out}: not empty and not written by trimpi (no {OWNER_MARK} mark); trimpi writes only "
+                          "into a new or empty directory or its own output (choose another --out)")
+    return out
+
+
+def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
+    """Check that `out` may be written (`claim_output`) and replaced; return its resolved path. Nothing is
+    deleted here."""
+    out = claim_output(out, overwrite)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise TrimpiError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
     check_writable(out.parent, out)
@@ -219,8 +288,9 @@ def stale_stages(out: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `out`; on success move it into place, on failure remove it.
+def staged_directory(out: str | Path, overwrite: bool = False, command: str = "trimpi") -> Iterator[Path]:
+    """Yield a temporary sibling of `out`; on success mark it as trimpi's (`mark_owned`, after the build's own
+    files) and move it into place, on failure remove it. Only trimpi's own or an empty `out` is replaced.
 
     The whole build holds `exclusive(out)`, so a second build of the same `out` fails at once
     instead of replacing the first one's result. An interrupted build (exception, Ctrl-C) never
@@ -234,6 +304,7 @@ def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]
         stage = make_temp_dir(out.parent, prefix=f".{out.name}.partial-{os.getpid()}-")
         try:
             yield stage
+            mark_owned(stage, command)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
@@ -268,6 +339,21 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 _HELD: set[Path] = set()  # lock files this process holds
+
+
+@contextlib.contextmanager
+def owned_output(out: str | Path, command: str, overwrite: bool = False, inputs: dict[str, Any] | None = None,
+                 lock: bool = True) -> Iterator[Path]:
+    """For a command that writes into directory `out` (training, evaluation): `claim_output`, then hold
+    `exclusive(out)` (unless `lock` is False: the other processes of one distributed job), create `out`
+    and mark it as trimpi's; yields its resolved path."""
+    out = check_writable(claim_output(out, overwrite, inputs))
+    with exclusive(out) if lock else contextlib.nullcontext():
+        out = claim_output(out, overwrite, inputs)  # again: another process may have written it meanwhile
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / OWNER_MARK).is_file():
+            mark_owned(out, command)
+        yield out
 
 
 @contextlib.contextmanager

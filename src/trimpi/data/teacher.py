@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trimpi.data.answers import DEFAULT_TEXT_SCORER, Scoring, score_answer
+from trimpi.data.answers import DEFAULT_TEXT_SCORER, Scoring, check_custom_code, score_answer
 from trimpi.data.gta.scorers import SCORER_NAMES, TextScorer, get_scorer
 from trimpi.data.io import dumps, write_json, write_jsonl
 from trimpi.data.schema import POLICY_PLACEMENTS, PolicyStore, Record, load_records
@@ -302,6 +302,7 @@ def generate_traces(client, data: str | Path, out: str | Path | None = None,
     records = records[: opts.limit] if opts.limit else records
     if not records:
         raise DataError(f"{split_path(data, opts.split)}: no records")
+    check_custom_code(records, str(split_path(data, opts.split)))  # the answer check runs no untrusted code
     if len({r.id for r in records}) != len(records):
         raise DataError(f"{split_path(data, opts.split)}: record ids are not unique")
     out = Path(out) if out else default_out(data)

@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trimpi.data.io import iter_jsonl, numbered_jsonl
 from trimpi.errors import ConfigError, DataError
@@ -153,6 +154,7 @@ def check_records(path: Path, with_policy: bool = False) -> None:
         for image in images:
             if not (root / image).is_file():
                 raise DataError(f"{path}:{line}: field 'images': {os.path.normpath(root / image)} not found")
+        check_code(row.get("answer_type"), f"{path}:{line}: field 'answer_type':")
         if with_policy:
             policy = row.get("policy_path")
             if not isinstance(policy, str) or not policy:
@@ -160,6 +162,20 @@ def check_records(path: Path, with_policy: bool = False) -> None:
             if policy not in policies and not (root / policy).is_file():
                 raise DataError(f"{path}:{line}: field 'policy_path': {root / policy} not found")
             policies.add(policy)
+
+
+def check_code(spec: Any, where: str) -> None:
+    """A record's answer type that names Python code must be one the user trusted (`trimpi.trust`)."""
+    from trimpi.data.answers import CustomAnswer, parse_answer_type
+    from trimpi.trust import require_trusted
+
+    if spec is not None:
+        try:
+            kind = parse_answer_type(spec)
+        except ConfigError as e:
+            raise DataError(f"{where} {e}") from None
+        if isinstance(kind, CustomAnswer):
+            require_trusted(kind.spec, where)
 
 
 def dataset_task(dataset: Path) -> str | None:

@@ -328,15 +328,18 @@ def add_forgetting_baseline(baseline: Subject, data: str | Path, out: str | Path
 
 def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, judge: str | None = None,
              judge_model: str | None = None, baseline_model: str | None = None, dtype: str | None = None,
-             device: str | None = None, seed: int = 0) -> dict[str, Any]:
+             device: str | None = None, seed: int = 0, judge_api_key_env: str | None = None) -> dict[str, Any]:
     """Load the model (and judge / baseline), run `evaluate_model`, then the forgetting baseline if asked.
+    An endpoint judge gets the API key held by the variable `judge_api_key_env` (none without it).
 
     Everything that can be checked without a model (protocols, files, options) is checked first."""
-    from trimpi.generation.client import make_client
+    from trimpi.generation.client import endpoint_key, is_url, make_client
     from trimpi.models.loading import load_model
 
     datasets = resolve_datasets(data)
     validate(datasets, opts, judge is not None, out)
+    if judge and is_url(judge):
+        endpoint_key(judge, judge_api_key_env)  # a key that may not go there is refused before any model loads
     if baseline_model and opts.baseline_scores:
         raise ConfigError("--baseline-model and --baseline-scores: give one of them")
     net, processor = load_model(model, dtype=dtype, device=device, data=datasets[0], seed=seed)
@@ -344,7 +347,8 @@ def run_eval(model: str, data: str | Path, out: str | Path, opts: EvalOptions, j
     subject = Subject.from_model(net, processor, opts.batch_size, name=str(model), engine=opts.engine,
                                  max_images=most_images_generated(datasets, opts.protocols, opts.limit),
                                  vllm_options=opts.vllm_options())
-    client = make_client(judge, judge_model, dtype=dtype, device=device) if judge else None
+    client = (make_client(judge, judge_model, api_key_env=judge_api_key_env, dtype=dtype, device=device)
+              if judge else None)
     param = next(net.parameters())
     meta = {"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device),
             "generation_overrides": changed}

@@ -9,7 +9,10 @@ Both take conversations in the Hugging Face chat format used across trimpi (cont
     replies = client.complete([messages, ...], max_tokens=256)
 
 The endpoint client speaks `POST {base_url}/chat/completions` with urllib (images become
-base64 data URLs); its API key comes from `api_key` or $TRIMPI_API_KEY / $OPENAI_API_KEY.
+base64 data URLs). It sends an API key only when the user named the environment variable holding it
+(`api_key_env`: `--api-key-env` on the command line, `api_key_env:` in a recipe's judge), and only over
+https:// or to a loopback host: a URL may come from a downloaded recipe, a key never goes with it by
+default (`trimpi.trust`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import base64
 import json
 import mimetypes
 import os
+import ipaddress
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,13 +67,55 @@ def openai_content(content: Any) -> Any:
     return out
 
 
-class OpenAIClient:
-    """Client of an OpenAI-compatible chat-completions endpoint (vLLM, SGLang, llama.cpp, OpenAI)."""
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-    def __init__(self, base_url: str, model: str = "default", api_key: str | None = None, timeout: float = 120.0):
+
+def is_loopback(url: str) -> bool:
+    """Whether `url` names this machine (localhost, 127.0.0.0/8, ::1): a key sent there stays on it."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoint_key(url: str, api_key_env: str | None) -> str | None:
+    """The API key to send to `url`: the value of the variable the user named for it, or None when none was
+    named. A one-line ModelError when the variable is unset, or the URL is plain http:// to another host."""
+    if api_key_env is None:
+        return None
+    if not _ENV_NAME.fullmatch(api_key_env):
+        raise ModelError(f"--api-key-env: expected the name of an environment variable, got {api_key_env!r}")
+    key = os.environ.get(api_key_env)
+    if not key:
+        raise ModelError(f"{url}: the API key variable ${api_key_env} (--api-key-env) is not set")
+    if not url.startswith("https://") and not is_loopback(url):
+        raise ModelError(f"{url}: refusing to send ${api_key_env} over plain http:// to another host; use an "
+                         "https:// URL or a loopback address (localhost, 127.0.0.1)")
+    return key
+
+
+def describe_endpoint(url: str, api_key_env: str | None) -> str:
+    """Where requests go and with which key, in one phrase (for `trimpi run --dry-run`)."""
+    if api_key_env is None:
+        return f"{url} (no API key sent)"
+    safe = url.startswith("https://") or is_loopback(url)
+    return f"{url} (API key from ${api_key_env}{'' if safe else '; refused: plain http:// to another host'})"
+
+
+class OpenAIClient:
+    """Client of an OpenAI-compatible chat-completions endpoint (vLLM, SGLang, llama.cpp, OpenAI).
+
+    `api_key_env` names the environment variable holding the endpoint's key (`endpoint_key`); without it no
+    key is sent. `api_key` gives the key itself (a caller that made it, such as the vLLM server mode)."""
+
+    def __init__(self, base_url: str, model: str = "default", api_key: str | None = None, timeout: float = 120.0,
+                 api_key_env: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.api_key = api_key or os.environ.get("TRIMPI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.api_key = api_key or endpoint_key(self.base_url, api_key_env)
         self.timeout = timeout
         self.name = f"{model}@{self.base_url}"
 
@@ -138,10 +186,12 @@ class LocalClient:
         return [g[0].text for g in self.engine.generate(prompts, 1, params)]
 
 
-def make_client(spec: str, model: str | None = None, batch_size: int = 4, **load_kwargs) -> ChatClient:
-    """An endpoint client for an http(s) URL (`model` names the served model), else a local model."""
+def make_client(spec: str, model: str | None = None, batch_size: int = 4, api_key_env: str | None = None,
+                **load_kwargs) -> ChatClient:
+    """An endpoint client for an http(s) URL (`model` names the served model; its key from the variable
+    `api_key_env`, see `endpoint_key`), else a local model."""
     if is_url(spec):
-        return OpenAIClient(spec, model=model or "default")
+        return OpenAIClient(spec, model=model or "default", api_key_env=api_key_env)
     from trimpi.models.loading import load_model
 
     net, processor = load_model(spec, **load_kwargs)

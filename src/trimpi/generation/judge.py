@@ -83,7 +83,9 @@ class AnswerJudge:
         return (None if rating is None else rating / 10, reply)
 
 
-def make_answer_judge(spec: str, model: str | None, data: str | Path, **load_kwargs) -> AnswerJudge:
+def make_answer_judge(spec: str, model: str | None, data: str | Path, api_key_env: str | None = None,
+                      **load_kwargs) -> AnswerJudge:
     """The judge of answer type "judge" on dataset `data`, asking the client of `trimpi eval --judge SPEC
-    --judge-model MODEL` (an OpenAI-compatible URL serving `model`, or a local model loaded with `load_kwargs`)."""
-    return AnswerJudge(make_client(spec, model, **load_kwargs), PolicyStore(data))
+    --judge-model MODEL` (an OpenAI-compatible URL serving `model`, its key from `api_key_env`, or a local
+    model loaded with `load_kwargs`)."""
+    return AnswerJudge(make_client(spec, model, api_key_env=api_key_env, **load_kwargs), PolicyStore(data))

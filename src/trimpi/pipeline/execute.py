@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trimpi.pipeline.options import TINY_PREFIX, judge_args
+from trimpi.pipeline.options import TINY_PREFIX, judge_args, judge_key_env
 from trimpi.pipeline.steps import Step, clear_partial
 from trimpi.train.stage import RESULT_KEYS, finished_summary
 
@@ -220,7 +220,9 @@ def rl_rewards(step: Step, cfg: RLConfig, root: Path, device: Any = None) -> Rew
     from trimpi.train.rl.trainer import config_rewards
 
     spec, served = judge_args(step.config.get("judge"))
-    return config_rewards(cfg, make_answer_judge(spec, served, root, device=device) if spec else None)
+    key_env = judge_key_env(step.config.get("judge"))
+    return config_rewards(cfg, make_answer_judge(spec, served, root, api_key_env=key_env, device=device)
+                          if spec else None)
 
 
 def run_eval_step(step: Step, ctx: Context) -> dict[str, Any]:
@@ -238,7 +240,7 @@ def run_eval_step(step: Step, ctx: Context) -> dict[str, Any]:
     for root in roots:
         out = step.dir(ctx.out) / (root.name if len(roots) > 1 else "")
         results = run_eval(model_path(model, ctx.out), root, out, opts, judge=judge, judge_model=judge_model,
-                           baseline_model=baseline, dtype=step.config.get("dtype"), seed=step.config["seed"])
+                           judge_api_key_env=judge_key_env(step.config.get("judge")), baseline_model=baseline, dtype=step.config.get("dtype"), seed=step.config["seed"])
         per_setting[root.name] = next(iter(results.values()))["protocols"]
     if len(roots) > 1:
         return {"settings": per_setting}

@@ -177,6 +177,7 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([src, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    env["PYTHONSAFEPATH"] = "1"  # `-m trimpi` must not put the working directory on sys.path (`trimpi.trust`)
     return env
 
 

@@ -125,7 +125,15 @@ def gta_options(options: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def judge_options(judge: Any) -> dict[str, str | None] | None:
     """The recipe's judge (a `recipe.JudgeSpec` or None) as eval and RL step configs hold it."""
-    return None if judge is None else {"url": judge.url, "model": judge.model}
+    if judge is None:
+        return None
+    key = {"api_key_env": judge.api_key_env} if judge.api_key_env else {}  # absent when unset: hashes unchanged
+    return {"url": judge.url, "model": judge.model, **key}
+
+
+def judge_key_env(judge: dict[str, str | None] | None) -> str | None:
+    """The environment variable holding a step's judge endpoint key, or None (no key is sent)."""
+    return (judge or {}).get("api_key_env")
 
 
 def judge_args(judge: dict[str, str | None] | None) -> tuple[str | None, str | None]:

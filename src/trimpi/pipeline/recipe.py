@@ -24,7 +24,9 @@
 endpoint and the model it serves) or, with `model` alone, of `--judge MODEL` (a local checkpoint,
 cached Hugging Face id or preset). Every method's evaluation uses it (referral on non-ClevrPolicy
 data, records of answer type "judge") and so does the RL reward, so both score alike; it enters the
-hash of eval and RL steps only. The endpoint's API key comes from $TRIMPI_API_KEY / $OPENAI_API_KEY.
+hash of eval and RL steps only. An endpoint gets an API key only from the variable the recipe names,
+`judge: {url: https://..., model: NAME, api_key_env: MY_JUDGE_KEY}`, and only over https:// or to a
+loopback host; `trimpi run --dry-run` shows where it would go.
 
 Every section forbids unknown keys; stage sections accept the fields of the library's option
 types (`StageOptions`, `RLConfig`, `WarmupOptions`, `EvalOptions`) that the pipeline does not
@@ -132,6 +134,7 @@ class JudgeSpec(BaseModel):
 
     url: str | None = None
     model: str | None = None
+    api_key_env: str | None = None  # the environment variable holding the endpoint's API key (none sent without)
 
     @field_validator("url")
     @classmethod
@@ -155,6 +158,8 @@ class JudgeSpec(BaseModel):
         if self.url is None and self.model is None:
             raise ValueError("judge: give url (an OpenAI-compatible endpoint, and the model it serves) or model alone "
                              "(a local model)")
+        if self.api_key_env is not None and self.url is None:
+            raise ValueError("judge.api_key_env: only an endpoint (judge.url) takes an API key")
         return self
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trimpi.data.io import exclusive, write_json
+from trimpi.data.io import exclusive, mark_owned, write_json
 from trimpi.errors import ConfigError
 from trimpi.pipeline import launch
 from trimpi.pipeline import steps as st
@@ -209,6 +209,7 @@ def run_recipe(recipe: Recipe, out: str | Path, dry_run: bool = False, only: lis
         launch.check_launchable(ctx.launcher)
     with exclusive(out):  # a second process on the same run directory fails here, naming this one's pid
         out.mkdir(parents=True, exist_ok=True)
+        mark_owned(out, "run")
         write_json(out / RUN_FILE, plan_record(full, out, store))
         for step in plan.steps:
             run_step(step, ctx, echo)

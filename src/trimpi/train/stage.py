@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from trimpi.data.io import read_json, write_bytes_atomic, write_json
+from trimpi.data.io import OWNER_MARK, read_json, write_bytes_atomic, write_json
 from trimpi.errors import TrimpiError
 
 STAGE_MARKER = "trimpi_stage.json"
@@ -58,9 +58,10 @@ def prepare_stage_dir(out: str | Path, overwrite: bool) -> Path:
 
 
 def clear_stage_files(out: Path) -> None:
-    """Remove every entry of `out` except the finished marker (entries another process removed first are skipped)."""
+    """Remove every entry of `out` except the finished marker and trimpi's ownership mark (entries another
+    process removed first are skipped)."""
     for entry in list(out.iterdir()):
-        if entry.name == STAGE_MARKER:
+        if entry.name in (STAGE_MARKER, OWNER_MARK):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -30,6 +30,7 @@ from trimpi.data.answers.types import (
     ANSWER_TYPES,
     DEFAULT_TEXT_SCORER,
     AnswerType,
+    CustomAnswer,
     Judge,
     Scored,
     Scoring,
@@ -38,9 +39,9 @@ from trimpi.data.answers.types import (
 )
 
 __all__ = [
-    "ANSWER_TYPES", "DEFAULT_TEXT_SCORER", "THINK_CLOSE", "THINK_OPEN", "AnswerType", "Judge", "Scored", "Scoring",
-    "after_think", "answer_type_of", "extract_boxed", "format_ok", "has_reasoning", "load_function", "needs_judge",
-    "parse_answer_type", "parse_tool_call", "score_answer", "unboxed",
+    "ANSWER_TYPES", "DEFAULT_TEXT_SCORER", "THINK_CLOSE", "THINK_OPEN", "AnswerType", "CustomAnswer", "Judge", "Scored",
+    "Scoring", "after_think", "answer_type_of", "check_custom_code", "extract_boxed", "format_ok", "has_reasoning",
+    "load_function", "needs_judge", "parse_answer_type", "parse_tool_call", "score_answer", "unboxed",
 ]
 
 
@@ -68,3 +69,14 @@ def format_ok(text: str, record: Any) -> bool:
 def needs_judge(records: list[Any]) -> bool:
     """True when some record is scored by a judge (so the caller must wire one in)."""
     return any(answer_type_of(r).name == "judge" for r in records)
+
+
+def check_custom_code(records: list[Any], where: str) -> None:
+    """Refuse, before any model loads, records whose answer type names Python code the user did not
+    trust (`trimpi.trust`); the error names the first such record and what to pass."""
+    from trimpi.trust import require_trusted
+
+    for r in records:
+        kind = answer_type_of(r)
+        if isinstance(kind, CustomAnswer):
+            require_trusted(kind.spec, f"{where}: record {r.id}: field 'answer_type':")

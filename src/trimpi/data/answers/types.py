@@ -9,7 +9,8 @@ Each type turns (completion, record) into a `Scored`: a score in [0, 1], the par
     numeric     a number within abs_tol / rel_tol of the gold number (|p - g| <= max(abs_tol, rel_tol·|g|))
     tool_call   GTAPolicy: the last JSON call, tool / argument / overall (overall is the score)
     judge       free-form reply after the reasoning, rated by an injected judge (policy + rubric)
-    mod:fn      your own: fn(completion, record) -> score, or (score, prediction)
+    mod:fn      your own: fn(completion, record) -> score, or (score, prediction); imported only once the
+                user trusts it by name (`--trust-code mod:fn`, see `trimpi.trust`), never because data names it
 
 Declared per record as `answer_type`: a name ("numeric", "pkg.mod:fn") or an object with the
 name under "type" and options beside it ({"type": "numeric", "rel_tol": 0.01}).
@@ -28,6 +29,7 @@ from trimpi.data.answers.extract import after_think, extract_boxed, parse_tool_c
 from trimpi.data.gta.metrics import score_tool_call
 from trimpi.data.gta.scorers import TextScorer, get_scorer
 from trimpi.errors import ConfigError, DataError, TrimpiError
+from trimpi.trust import check_spec, require_trusted
 
 DEFAULT_TEXT_SCORER = "default"  # GTA free-text arguments: MiniLM BERTScore when installed, else lexical F1
 
@@ -208,11 +210,12 @@ class CustomAnswer(AnswerType):
     spec: str = ""
 
     def __post_init__(self) -> None:
-        load_function(self.spec)
+        check_spec(self.spec, "answer type")  # naming code imports nothing: `load_function` does, if trusted
 
     def score(self, text: str, record: Any, scoring: Scoring) -> Scored:
+        fn = load_function(self.spec)
         try:
-            out = load_function(self.spec)(text, record)
+            out = fn(text, record)
             value, pred = out if isinstance(out, tuple) else (out, None)
             value = float(value)
         except Exception as e:  # noqa: BLE001 - user code: report it as one line naming it
@@ -223,10 +226,11 @@ class CustomAnswer(AnswerType):
 
 
 def load_function(spec: str, what: str = "answer type") -> Any:
-    """The callable named by "package.module:function"; a one-line ConfigError naming `what` otherwise."""
+    """The callable named by "package.module:function", once the user trusted it (`trimpi.trust`); a
+    one-line ConfigError naming `what` otherwise."""
+    spec = check_spec(spec, what)
+    require_trusted(spec, what)
     mod_name, _, fn_name = spec.partition(":")
-    if not mod_name or not fn_name:
-        raise ConfigError(f"{what} {spec!r}: expected 'package.module:function'")
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:

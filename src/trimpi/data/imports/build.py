@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trimpi.data.answers import parse_answer_type, unboxed
-from trimpi.data.imports.formats import Example, ImageRef, column_problem, to_example, unmapped_image_column
+from trimpi.data.answers import CustomAnswer, load_function, parse_answer_type, unboxed
+from trimpi.data.imports.formats import Example, column_problem, to_example, unmapped_image_column
 from trimpi.data.imports.media import IMAGE_MODES, MediaStore
 from trimpi.data.imports.policy_doc import PolicyDoc, bare_answer_sentences, load_policy_docs
 from trimpi.data.imports.readers import read_rows
@@ -59,6 +59,7 @@ class ImportOptions:
     images: str = "copy"  # copy | link
     delimiter: str | None = None
     workers: int = 2
+    media_root: Path | None = None  # where image/scene paths resolve (default: each examples file's folder)
 
     def check(self) -> None:
         if not self.examples:
@@ -81,7 +82,9 @@ def answer_type_spec(value: Any, where: str) -> str | dict[str, Any]:
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: answer type is not valid JSON ({e.msg})") from None
     try:
-        parse_answer_type(value)
+        kind = parse_answer_type(value)
+        if isinstance(kind, CustomAnswer):
+            load_function(kind.spec)  # Python code: imported only when the user trusted it (--trust-code)
     except ConfigError as e:
         raise DataError(f"{where}: {e}") from None
     return value
@@ -260,7 +263,7 @@ def _type_label(spec: str | dict[str, Any] | None) -> str:
 
 def policy_json(doc: PolicyDoc, store: MediaStore) -> dict[str, Any]:
     """The policy file's JSON; image paths are relative to its own directory (one level below OUT)."""
-    paths = store.add_all([([ImageRef(path=str(p)) for p in doc.images], doc.source.parent, str(doc.source))])[0]
+    paths = store.add_policy_images(doc.images, str(doc.source))
     return {**doc.extra, "name": doc.name, "text": doc.text, "images": [f"../{p}" for p in paths]}
 
 
@@ -287,7 +290,7 @@ def import_dataset(opts: ImportOptions, out: str | Path, overwrite: bool = False
     check_unique_ids(examples)
     warnings = split_warnings(examples)
     with exclusive(out), staged_directory(out, overwrite) as stage:
-        store = MediaStore(stage / "images", opts.images, opts.workers)
+        store = MediaStore(stage / "images", opts.images, opts.workers, opts.media_root)
         images = store.add_all((ex.images, ex.base, ex.where) for ex in examples)
         scenes = [store.add_scene(ex.scene, ex.base, ex.where) if ex.scene else None for ex in examples]
         for name, doc in policies.items():

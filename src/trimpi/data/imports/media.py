@@ -3,6 +3,10 @@
 Every image is decoded with PIL (`trimpi.data.io.image_problem`) before it is accepted: a file that
 is not an image, or is cut short, is an error naming the row. Files are stored once under
 `images/<sha256[:16]>.<ext>`, whatever their source name, so two rows showing one picture share a file.
+
+Paths in examples and policy documents resolve inside the folder of the file naming them (or inside an
+explicit `--media-root`): an absolute path, a `..` that climbs out or a symbolic link leading out is an
+error naming the row and field (`trimpi.data.io.inside`), so an import never reads or copies other files.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from trimpi.data.imports.formats import ImageRef
-from trimpi.data.io import image_problem
+from trimpi.data.io import image_problem, inside
 from trimpi.errors import DataError
 
 IMAGE_MODES = ("copy", "link")
@@ -30,25 +34,31 @@ def image_format(data: bytes) -> str | None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.format
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # `image_problem` names what is wrong
 
 
 class MediaStore:
     """Puts verified images (and scene JSON files) into `root` and returns their dataset-relative paths."""
 
-    def __init__(self, root: Path, mode: str = "copy", workers: int = 2):
+    def __init__(self, root: Path, mode: str = "copy", workers: int = 2, media_root: Path | None = None):
         if mode not in IMAGE_MODES:
             raise DataError(f"--images: expected one of {', '.join(IMAGE_MODES)}, got {mode!r}")
         self.root, self.mode, self.workers = Path(root), mode, workers
+        self.media_root = Path(media_root) if media_root is not None else None
         self._by_source: dict[Path | bytes, str] = {}
+
+    def _inside(self, path: str, base: Path, where: str) -> Path:
+        """`path`, relative to `base` (the naming file's folder), resolved; it must lie inside `base`, or inside
+        the explicit media root when one was given (`--media-root`)."""
+        return inside(self.media_root or base, path, where, base=base)
 
     def _source(self, ref: ImageRef, base: Path, where: str) -> Path | None:
         if ref.data is not None:
             return None
         if "://" in ref.path:
             raise DataError(f"{where}: field 'images': {ref.path!r} is a URL; trimpi downloads nothing")
-        path = (Path(base) / ref.path).resolve()
+        path = self._inside(ref.path, base, f"{where}: field 'images'")
         if not path.is_file():
             raise DataError(f"{where}: field 'images': image file {ref.path!r} not found (looked for {path})")
         return path
@@ -92,9 +102,16 @@ class MediaStore:
                 self._by_source[key] = rel
         return [[self._by_source[k] for k in row] for row in keys]
 
+    def add_policy_images(self, images: list[Path], where: str) -> list[str]:
+        """A policy document's images, which `policy_doc` already resolved inside the policy's folder."""
+        if not images:
+            return []
+        root = Path(os.path.commonpath([str(p.parent) for p in images]))
+        return self.add_all([([ImageRef(path=str(p)) for p in images], root, where)])[0]
+
     def add_scene(self, path: str, base: Path, where: str) -> str:
         """A scene-graph JSON file, checked to parse, stored under scenes/."""
-        src = (Path(base) / path).resolve()
+        src = self._inside(path, base, f"{where}: field 'scene'")
         if src in self._by_source:
             return self._by_source[src]
         if not src.is_file():

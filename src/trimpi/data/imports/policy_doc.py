@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from trimpi.data.io import inside
 from trimpi.data.schema import IMAGE_MARKER
 from trimpi.errors import DataError
 
@@ -67,10 +68,10 @@ def _line_of(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
 
-def _resolve(src: str, base: Path, where: str) -> Path:
+def _resolve(src: str, base: Path, where: str, root: Path | None = None) -> Path:
     if re.match(r"^[a-z][a-z0-9+.-]*://", src, re.IGNORECASE):
         raise DataError(f"{where}: image {src!r} is a URL; trimpi downloads nothing — save it next to the policy")
-    path = (base / src).resolve()
+    path = inside(root or base, src, f"{where}: image", base=base)  # in the policy's folder (`trimpi.trust`)
     if not path.is_file():
         raise DataError(f"{where}: image {src!r} not found (looked for {path})")
     return path
@@ -136,7 +137,8 @@ def parse_json_policy(path: Path) -> tuple[str | None, str, list[Path], dict[str
     if data["text"].count(IMAGE_MARKER) != len(listed):
         raise DataError(f"{path}: field 'text' has {data['text'].count(IMAGE_MARKER)} {IMAGE_MARKER} markers "
                         f"but 'images' lists {len(listed)}")
-    images = [_resolve(p, path.parent, f"{path}: field 'images'") for p in listed]
+    # a policy JSON lies one level below its dataset (policies/NAME.json, images in ../images/)
+    images = [_resolve(p, path.parent, f"{path}: field 'images'", path.parent.parent) for p in listed]
     extra = {k: v for k, v in data.items() if k not in ("name", "text", "images")}
     return data.get("name"), data["text"], images, extra
 
