@@ -350,7 +350,28 @@ def recipe_names_code_in_data(tmp):
                 out=tmp / "run", cwd=d, fresh=True)
 
 
+def _train_flags(cmd: str, *flags: str, expect: str) -> Callable:
+    def build(tmp):
+        d = dataset_dir(tmp)
+        model = [] if cmd == "warmup" else ["--model", "micro"]
+        return Case(["train", cmd, "--data", str(d), *model, "--out", str(tmp / "o"), *flags], expect, out=tmp / "o")
+    return build
+
+
+def integer_answer_in_train_jsonl(tmp):
+    d = dataset_dir(tmp, answer=3)
+    return Case(["train", "sft", "--data", str(d), "--model", "micro", "--out", str(tmp / "o"), "--target", "answer"],
+                r"train.jsonl:1: field 'answer' must be text, got 3", out=tmp / "o")
+
+
+def null_response_in_train_jsonl(tmp):
+    d = dataset_dir(tmp, response=None)
+    return Case(["train", "sft", "--data", str(d), "--model", "micro", "--out", str(tmp / "o"), "--target", "answer"],
+                r"train.jsonl:1: field 'response' must be text, got null", out=tmp / "o")
+
+
 CASES: dict[str, Callable] = {f.__name__: f for f in [
+    integer_answer_in_train_jsonl, null_response_in_train_jsonl,
     code_from_row_under_python_m, code_from_row_installed_module, code_from_row_on_pythonpath,
     code_from_cli_answer_type_without_trust, code_trusted_other_name, code_from_dataset_at_eval,
     code_from_dataset_at_rl, code_from_reward_flag_without_trust, recipe_names_code_in_data,
@@ -368,6 +389,13 @@ CASES.update({
     "lock_train_rl": _locked(["train", "rl", "--data", "DATA", "--model", "micro", "--out", "OUT"]),
     "lock_eval": _locked(["eval", "--model", "micro", "--data", "DATA", "--out", "OUT"]),
     "lock_import": _locked(["data", "gta", "--out", "OUT"]),
+    "sft_limit_zero": _train_flags("sft", "--limit", "0", expect=r"--limit: must be at least 1, got 0"),
+    "sft_limit_negative": _train_flags("sft", "--limit", "-3", expect=r"--limit: must be at least 1, got -3"),
+    "sft_max_steps_zero": _train_flags("sft", "--max-steps", "0", expect=r"--max-steps: must be at least 1"),
+    "cpt_max_steps_negative": _train_flags("cpt", "--max-steps", "-5", expect=r"--max-steps: .* got -5"),
+    "sft_batch_size_zero": _train_flags("sft", "--batch-size", "0", expect=r"--batch-size: must be at least 1"),
+    "warmup_max_steps_zero": _train_flags("warmup", "--max-steps", "0", expect=r"--max-steps: must be at least 1"),
+    "rl_max_steps_negative": _train_flags("rl", "--max-steps", "-5", expect=r"--max-steps: .* got -5"),
 })
 TRIED: list[str] = []
 
@@ -455,4 +483,4 @@ def test_hostile_input_is_refused_safely(name, tmp_path, monkeypatch, capfd):
 def test_hostile_suite_size():
     """The suite's size, printed (`pytest -s` shows it): a case dropped by mistake shows here."""
     print(f"hostile-input cases: {len(CASES)} defined, {len(TRIED)} tried in this session")
-    assert len(CASES) >= 35
+    assert len(CASES) >= 45

@@ -97,6 +97,8 @@ def rl(
     from trimpi.trust import trust_code as trust
 
     trust(trust_code)
+    if max_steps < 0:
+        raise ConfigError(f"--max-steps: must be at least 1, or 0 to run --epochs, got {max_steps}")
     claim = owned_output(out, "train rl", overwrite, local_inputs(data=data, model=model), lock=main_process())
     with claim:  # refuse a foreign or locked --out, or one holding an input, before loading anything
         prepare_stage_dir(out, overwrite)  # refuse a finished --out before loading anything

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from trimpi.cli.rl import rl
+from trimpi.errors import ConfigError
 
 app = typer.Typer(
     help="Training stages: perception warm-up, VM-CPT, SFT and RL.", no_args_is_help=True, rich_markup_mode=None
@@ -31,12 +32,24 @@ Overwrite = Annotated[bool, typer.Option(help="Train again over a finished outpu
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 
 
+def check_counts(batch_size: int | None, limit: int | None, max_steps: int) -> None:
+    """Counts that would otherwise mean something surprising (`--batch-size 0` the default, `--limit 0` every
+    record, `--max-steps 0` or -5 every epoch): one line each."""
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size: must be at least 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit: must be at least 1, got {limit}")
+    if max_steps == 0 or max_steps < -1:
+        raise ConfigError(f"--max-steps: must be at least 1, or -1 to run every epoch, got {max_steps}")
+
+
 def _stage(stage: str, target: str, data, model, out, epochs, lr, batch_size, grad_accum, lora_rank, max_steps, seed,
            save_steps, report_to, merge_lora, overwrite, split, limit, progress) -> None:
     from trimpi.cli.safety import local_inputs, main_process
     from trimpi.data.io import owned_output
     from trimpi.train.sft import StageOptions, run_stage
 
+    check_counts(batch_size, limit, max_steps)
     opts = StageOptions(data=str(data), model=model, out=str(out), stage=stage, target=target, split=split,
                         epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, lora_rank=lora_rank,
                         merge_lora=merge_lora, max_steps=max_steps, seed=seed, save_steps=save_steps,
@@ -105,6 +118,7 @@ def warmup(
     from trimpi.train.stage import ATTRIBUTE_ACCURACY
     from trimpi.train.warmup import WarmupOptions, run_warmup
 
+    check_counts(batch_size, None, max_steps)
     claim = owned_output(out, "train warmup", overwrite, local_inputs(data=data, model=model), lock=main_process())
     with claim:
         summary = run_warmup(WarmupOptions(data=str(data), out=str(out), model=model, epochs=epochs, lr=lr,

@@ -25,6 +25,7 @@ policy file's own directory and appear in `text` at each IMAGE_MARKER, in order.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ IMAGE_MARKER = "<image>"
 POLICY_PLACEMENTS = ("system", "user")
 
 REQUIRED_FIELDS = ("id", "task", "images", "query", "answer", "response")
+TEXT_FIELDS = ("id", "task", "query", "answer", "response")
 
 
 @dataclass
@@ -69,6 +71,9 @@ class Record:
                 raise DataError(f"{where}: missing field '{key}'")
         if not isinstance(row["images"], list):
             raise DataError(f"{where}: field 'images' must be a list of paths")
+        for key in TEXT_FIELDS:  # a number or null would be trained on as the text "3" or "None"
+            if not isinstance(row[key], str):
+                raise DataError(f"{where}: field '{key}' must be text, got {json.dumps(row[key])[:40]}")
         if row.get("answer_type") is not None:
             try:
                 parse_answer_type(row["answer_type"], row["task"])

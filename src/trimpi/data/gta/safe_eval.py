@@ -50,6 +50,8 @@ def _pow(base: int | float, exp: int | float) -> int | float:
         result = base**exp
     except OverflowError:
         raise UnsafeExpression("power overflows") from None
+    except ZeroDivisionError:  # 0 ** -1
+        raise UnsafeExpression("division by zero") from None
     if isinstance(result, complex):
         raise UnsafeExpression("complex result")
     return result
