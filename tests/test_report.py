@@ -34,7 +34,7 @@ def write_run(out: Path) -> None:
     (out / "run.json").write_text(json.dumps(run))
     protocols = {
         "eval-ic": {"in_context": {"score": 0.25}, "efficiency": EFF},
-        "eval-sft": {"accuracy": {"score": 0.5}, "override": {"score": 0.125}},
+        "eval-sft": {"accuracy": {"score": 0.5, "n": 8}, "override": {"score": 0.125}},
         "eval-rl": {"accuracy": {"score": 0.875}, "efficiency": EFF},
     }
     for i, _, _ in steps:
@@ -73,11 +73,11 @@ def test_report_markdown_and_self_contained_html(tmp_path):
     write_run(out)
     paths = write_report(out)
     md = paths["md"].read_text()
-    assert "| CoT SFT | accuracy | 50.00 | 50.00 | - | 12.50 |" in md
-    assert "| In-context | in_context | 25.00 | - | 25.00 | - |" in md
+    assert "| CoT SFT | without the policy | 50.0 [21.5–78.5], n=8 | 50.0 [21.5–78.5], n=8 | - | 12.5 |" in md
+    assert "| In-context | with the policy in the prompt | 25.0 | - | 25.0 | - |" in md
     assert "| TriMPI-GRPO w/o VM-CPT | 400 | 40 | 90 | 0.2 | 0.05 | 75 | cpu |" in md
     assert "| sft-c | m | - | - |" in md and "| rl-d | m | 2.5 | - |" in md
-    assert "seed 7" in md and "name: crafted" in md and "| torch |" in md
+    assert "Seed 7" in md and "name: crafted" in md and "| torch |" in md
     for name in ("accuracy", "rewards", "savings"):
         assert f"({name}.png)" in md and (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     html = paths["html"].read_text()
@@ -127,7 +127,7 @@ def test_reference_lines_chance_majority_and_in_context(tmp_path):
     lines = reference_lines(load_run(out))
     assert lines == {"chance": 0.5, "majority": lines["majority"], "in_context": 0.25}
     md = results_markdown(results(load_run(out)), lines)
-    assert "| *chance (a random answer of the policy)* | reference | 50.00 |" in md
+    assert "| *chance (a random answer of the policy)* | reference | 50.0 |" in md
     assert "| *always the policy's most frequent answer* | reference |" in md
     assert md.count("In-context") == 1  # in-context is its method row, not repeated
     report = write_report(out)["md"].read_text()

@@ -74,6 +74,26 @@ def chance_accuracy(data: Path) -> float | None:
     return None if None in chances else sum(chances) / len(chances)
 
 
+def majority_answers(data: Path) -> dict[str | None, str]:
+    """Each policy's most frequent training answer (what the majority line always answers); {} without one."""
+    from trimpi.data.answers import unboxed
+
+    train = _discrete(Path(data), "train")
+    counts: dict[str | None, Counter] = {}
+    for r in train or []:
+        counts.setdefault(r.policy, Counter())[unboxed(r.answer)] += 1
+    return {p: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for p, c in counts.items()}
+
+
+def test_size(data: Path | None) -> int | None:
+    """Records in the dataset's test split (the n of its reference lines)."""
+    path = Path(data) / "test.jsonl" if data else None
+    if path is None or not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def majority_accuracy(data: Path) -> float | None:
     """Accuracy of answering each test record with its policy's most frequent training answer, scored by
     the record's answer type; None without discrete answers or a training split."""
@@ -82,13 +102,8 @@ def majority_accuracy(data: Path) -> float | None:
     test, train = _discrete(Path(data), "test"), _discrete(Path(data), "train")
     if test is None or train is None:
         return None
-    counts: dict[str | None, Counter] = {}
-    for r in train:
-        counts.setdefault(r.policy, Counter())[unboxed(r.answer)] += 1
-    hits = 0.0
-    for r in test:
-        if r.policy in counts:
-            hits += answer_type_of(r).match(counts[r.policy].most_common(1)[0][0], unboxed(r.answer))
+    always = majority_answers(data)
+    hits = sum(answer_type_of(r).match(always[r.policy], unboxed(r.answer)) for r in test if r.policy in always)
     return hits / len(test)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 from trimpi.report.baselines import LABELS
 
 LINE_STYLES = {"chance": ":", "majority": "--", "in_context": "-."}
+LINE_COLORS = {"chance": "#555555", "majority": "#c44e52", "in_context": "#8172b2"}
+Y_RANGE = (-6, 106)  # a little room below 0 and above 100, so that a line at 0 % or 100 % stays visible
 
 
 def _pyplot():
@@ -21,10 +23,11 @@ def _pyplot():
 
 
 def _reference_lines(ax, lines: dict[str, float]) -> None:
-    """Horizontal reference lines (chance, majority, in-context) across the whole axis."""
+    """Horizontal reference lines (chance, majority, in-context) across the whole axis, drawn above the bars
+    and the axes, each with its value in the legend."""
     for key, value in lines.items():
-        ax.axhline(100 * value, color="black", linestyle=LINE_STYLES.get(key, "--"), linewidth=1,
-                   label=LABELS.get(key, key))
+        ax.axhline(100 * value, color=LINE_COLORS.get(key, "black"), linestyle=LINE_STYLES.get(key, "--"),
+                   linewidth=1.6, zorder=5, clip_on=False, label=f"{LABELS.get(key, key)}: {100 * value:.1f} %")
 
 
 def _fig_png(fig) -> str:
@@ -34,23 +37,40 @@ def _fig_png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def plot_accuracy(rows: list[dict[str, Any]], lines: dict[str, float] | None = None) -> str | None:
-    """Bar chart of headline accuracy per trained method, with chance, majority and in-context as
-    reference lines (base64 PNG)."""
+def accuracy_figure(rows: list[dict[str, Any]], lines: dict[str, float] | None = None):
+    """The accuracy bar chart as a matplotlib figure (None when there is nothing to draw); bars carry their
+    95 % interval when the row's accuracy has an n."""
+    from trimpi.report.stats import interval
+
     lines = lines or {}
     scored = [r for r in rows if r["score"] is not None and not (r["method"] == "in_context" and "in_context" in lines)]
     if not scored and not lines:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(scored)), 3.2))
-    ax.bar([r["label"] for r in scored], [100 * r["score"] for r in scored], color="#4c72b0")
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(scored)), 3.4))
+    heights = [100 * r["score"] for r in scored]
+    errs = [[0.0, 0.0] for _ in scored]
+    for k, r in enumerate(scored):
+        n = (r["protocols"].get(r["protocol"]) or {}).get("n")
+        if n:
+            lo, hi = interval(r["score"], n)
+            errs[k] = [100 * (r["score"] - lo), 100 * (hi - r["score"])]
+    ax.bar([r["label"] for r in scored], heights, color="#4c72b0", zorder=2,
+           yerr=[[e[0] for e in errs], [e[1] for e in errs]] if scored else None, capsize=3)
     _reference_lines(ax, lines)
-    ax.set_ylabel("headline accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylabel("accuracy (%), 95 % interval")
+    ax.set_ylim(*Y_RANGE)
     ax.tick_params(axis="x", rotation=30, labelsize=8)
     if lines:
-        ax.legend(fontsize=7, loc="upper left")
-    return _fig_png(fig)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=1, frameon=False)
+    return fig
+
+
+def plot_accuracy(rows: list[dict[str, Any]], lines: dict[str, float] | None = None) -> str | None:
+    """Bar chart of headline accuracy per trained method, with chance, majority and in-context as
+    reference lines (base64 PNG)."""
+    fig = accuracy_figure(rows, lines)
+    return None if fig is None else _fig_png(fig)
 
 
 def plot_rewards(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> str | None:
@@ -78,7 +98,9 @@ def plot_savings(eff: list[dict[str, Any]]) -> str | None:
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(eff)), 3))
     xs = range(len(eff))
     ax.bar([x - 0.2 for x in xs], [e["token_savings_pct"] or 0 for e in eff], width=0.4, label="prompt tokens")
-    ax.bar([x + 0.2 for x in xs], [e["prefill_savings_pct"] or 0 for e in eff], width=0.4, label="prefill time")
+    ax.bar([x + 0.2 for x in xs], [e["prefill_savings_pct"] or 0 for e in eff], width=0.4,
+           label="prefill time (noisy on a shared CPU)")
+    ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(list(xs), [e["label"] for e in eff], rotation=30, fontsize=8)
     ax.set_ylabel("saved without policy (%)")
     ax.legend(fontsize=8)

@@ -2,10 +2,13 @@
 
 Built from OUT/run.json (the plan) and each step's done.json, eval scores.json and RL
 metrics.jsonl (in the step store run.json names), so `write_report(OUT)` can be rerun at any
-time. Sections: results per method (headline accuracy and every protocol) with chance, majority
-and in-context as reference lines, accuracy bar chart, the policy-following base, RL reward
-curves for ordinary vs policy-aware samples, token and prefill savings, per-step timings, seeds,
-versions and configs.
+time. It opens with a one-line verdict (the method that internalized the policy best, called better
+than always giving the majority answer only when its 95 % interval clears that line), the base model
+and whether it was warmed up, and what the dataset changed in the recipe. Sections: results per method
+(every accuracy with its n and Wilson 95 % interval) with chance, majority and in-context as reference
+lines, accuracy bar chart, per-answer confusion (choice answers), the policy-following base, RL reward
+curves for ordinary vs policy-aware samples, token savings (prefill time flagged when it is timing
+noise), per-step timings, seeds, versions and configs.
 """
 
 from __future__ import annotations
@@ -18,17 +21,27 @@ from typing import Any
 import yaml
 
 from trimpi.data.io import write_bytes_atomic
-from trimpi.report.baselines import LABELS, reference_lines
+from trimpi.report.baselines import LABELS, majority_answers, reference_lines, test_size
+from trimpi.report.confusion import method_confusions
 from trimpi.report.html import to_html
 from trimpi.report.plots import plot_accuracy, plot_rewards, plot_savings
+from trimpi.report.stats import clears, fmt_interval
 from trimpi.train.stage import ATTRIBUTE_ACCURACY, EXISTENCE_ACCURACY, VISION_PRETRAINING
 
 CURVES = (("reward/plain", "ordinary"), ("reward/policy", "policy-aware"))
+PLAIN = {  # protocol -> what a user calls it
+    "accuracy": "without the policy", "in_context": "with the policy in the prompt",
+    "override": "updated policy in the prompt", "policy_in_context": "policy put back in the prompt",
+    "referral": "cites the policy", "forgetting": "general questions (forgetting)", "perception": "perception",
+    "efficiency": "prompt tokens saved",
+}
+NOISE_SPREAD = 30.0  # prefill savings of one dataset differing by more points between methods are timing noise
 
 
 def load_run(out: Path) -> dict[str, Any]:
     """run.json plus each step's done.json (under "done", by step id) and RL metrics rows."""
     run = json.loads((out / "run.json").read_text())
+    run["out"] = str(out)
     store = out / run.get("store", ".")
     done, rl = {}, {}
     for s in run["steps"]:
@@ -103,27 +116,87 @@ def table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
 
 
+def dataset_dir(run: dict[str, Any]) -> Path | None:
+    data = ((run["done"].get(run.get("data")) or {}).get("result") or {}).get("dataset")
+    return Path(data) if data else None
+
+
+def verdict(rows: list[dict[str, Any]], lines: dict[str, float], always: dict[str | None, str],
+            n_test: int | None) -> str:
+    """One line: which method internalized the policy best, or that none beats always giving the majority answer."""
+    trained = [r for r in rows if r["method"] != "in_context" and r["protocol"] == "accuracy" and r["score"] is not None]
+    if not trained:
+        return "No method has been evaluated without the policy yet."
+    best = max(trained, key=lambda r: r["score"])
+    n = _n(best, "accuracy")
+    majority = lines.get("majority")
+    answer = next(iter(always.values())) if len(always) == 1 else "each policy's most frequent answer"
+    line = f"always answering {answer!r}" if len(always) == 1 else f"always giving {answer}"
+    if majority is None:
+        return (f"Best without the policy: {best['label']}, {fmt_interval(best['score'], n)} (no majority line: "
+                "the answers are not a fixed set).")
+    ref = f"{line} ({fmt_interval(majority, n_test)})"
+    winners = [r for r in trained if clears(r["score"], _n(r, "accuracy") or 0, majority)]
+    if not winners:
+        return (f"**No method beats {line}** ({100 * majority:.1f} %): the best, {best['label']} at "
+                f"{fmt_interval(best['score'], n)}, has a 95 % interval that reaches that line.")
+    top = max(winners, key=lambda r: r["score"])
+    return (f"**{top['label']} internalized the policy best**: {fmt_interval(top['score'], _n(top, 'accuracy'))} "
+            f"without the policy, above {ref} with 95 % confidence.")
+
+
+def base_sentence(run: dict[str, Any]) -> str:
+    """The base model, whether it has pretrained weights, and whether it was warmed up."""
+    recipe = run["recipe"]
+    base = next((s for s in run["steps"] if s["kind"] == "base"), None)
+    model = recipe["model"]
+    weights = ""
+    if model in ("micro", "micro-scratch") and base is not None:
+        shipped = base["config"].get("shipped_sha256")
+        weights = (" (shipped pretrained weights)" if shipped else
+                   " (no pretrained weights: random initialisation, tokenizer trained on the data)")
+    warmed = any(s["kind"] == "warmup" for s in run["steps"])
+    return (f"Base model `{model}`{weights}; " + ("warmed up with the perception warm-up." if warmed else
+                                                   "not warmed up (no perception warm-up ran)."))
+
+
 def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None], lines: dict[str, float]) -> str:
     """The whole report as markdown; images are referenced as `![name](name.png)` placeholders."""
     recipe = run["recipe"]
-    parts = [f"# trimpi report: {recipe['name']}", "",
-             f"Model `{recipe['model']}`, seed {recipe['seed']}, {len(rows)} methods. "
-             "Scores are percentages on the test split, without the policy in the prompt "
-             "(in-context: with it)." + judge_sentence(recipe.get("judge")), "", "## Results", "",
-             results_markdown(rows, lines)]
+    data = dataset_dir(run)
+    n_test = test_size(data)
+    always = majority_answers(data) if data and "majority" in lines else {}
+    parts = [f"# trimpi report: {recipe['name']}", "", verdict(rows, lines, always, n_test), "",
+             base_sentence(run) + f" Seed {recipe['seed']}, {len(rows)} methods. Accuracies are percentages on the "
+             "test split with their 95 % (Wilson) interval and n; without the policy in the prompt unless the column "
+             "says otherwise." + judge_sentence(recipe.get("judge"))]
+    parts += [f"- {note.removeprefix('note: ')}" for note in run.get("notes") or []]
+    parts += ["", "## Results", "", results_markdown(rows, lines, n_test)]
     if images.get("accuracy"):
         parts += ["", "![accuracy per method](accuracy.png)"]
+    confusions = method_confusions(run, rows, data)
+    if confusions:
+        parts += ["", "## Answers given, per gold answer", ""]
+        for label, table_md in confusions.items():
+            parts += [f"{label} ({'with the policy in the prompt' if label == 'In-context' else 'without the policy'}):",
+                      "", table_md, ""]
     parts += ["", "## Policy-following base", "", base_markdown(run)]
     parts += ["", "## RL reward: ordinary vs policy-aware samples", ""]
     parts += ["![reward curves](rewards.png)"] if images.get("rewards") else ["No RL step in this run."]
     parts += ["", "## Efficiency: prompt tokens and prefill time", ""]
     if eff:
-        parts.append(table(["method", "tokens with", "tokens without", "token savings %", "prefill s with",
-                            "prefill s without", "prefill savings %", "device"],
-                           [[e["label"]] + [fmt(e[k]) for k in ("tokens_with_policy", "tokens_without_policy",
-                                                                "token_savings_pct", "prefill_s_with_policy",
-                                                                "prefill_s_without_policy", "prefill_savings_pct",
-                                                                "device")] for e in eff]))
+        noisy = prefill_noise(eff)
+        parts.append(efficiency_headline(eff))
+        parts += ["", table(["method", "tokens with the policy", "tokens without", "tokens saved %",
+                             "prefill s with", "prefill s without", "prefill time saved %", "device"],
+                            [[e["label"]] + [fmt(e[k]) for k in ("tokens_with_policy", "tokens_without_policy",
+                                                                 "token_savings_pct", "prefill_s_with_policy",
+                                                                 "prefill_s_without_policy")]
+                             + [fmt(e["prefill_savings_pct"]) + (" (noise)" if noisy else ""), fmt(e["device"])]
+                             for e in eff])]
+        if noisy:
+            parts += ["", f"Prefill times are timing noise here ({noisy}): read the token savings, not the "
+                          "prefill column."]
         if images.get("savings"):
             parts += ["", "![savings](savings.png)"]
     else:
@@ -149,15 +222,53 @@ def judge_sentence(judge: dict[str, Any] | None) -> str:
     return f" Judge of referral and judged answers: {who} (its prompts are recorded in each evaluation's scores.json)."
 
 
-def results_markdown(rows: list[dict[str, Any]], lines: dict[str, float] | None = None) -> str:
-    """The results table: one row per method, headline score and every protocol's score (%), then
-    the reference lines (chance, majority; in-context is a method row when the run has it)."""
+def _n(row: dict[str, Any], protocol: str) -> int | None:
+    return (row["protocols"].get(protocol) or {}).get("n")
+
+
+ANSWER_SCORED = ("accuracy", "in_context", "override", "policy_in_context", "forgetting")
+
+
+def cell(row: dict[str, Any], protocol: str) -> str:
+    """A protocol's score (%): with its interval and n when it is an accuracy, else the number alone."""
+    p = row["protocols"].get(protocol) or {}
+    if "score" not in p:
+        return "-"
+    return fmt_interval(p["score"], p.get("n")) if protocol in ANSWER_SCORED else fmt(p["score"], True)
+
+
+def results_markdown(rows: list[dict[str, Any]], lines: dict[str, float] | None = None,
+                     n_test: int | None = None) -> str:
+    """The results table: one row per method, its headline accuracy and every protocol (%, with 95 % interval
+    and n for accuracies), then the reference lines (chance, majority; in-context is a method row)."""
     protocols = sorted({p for r in rows for p in r["protocols"]} - {"efficiency"})
-    body = [[r["label"], r["protocol"], fmt(r["score"], True)]
-            + [fmt((r["protocols"].get(p) or {}).get("score"), True) for p in protocols] for r in rows]
-    body += [[f"*{LABELS[k]}*", "reference", fmt(v, True)] + ["-"] * len(protocols)
+    body = [[r["label"], PLAIN.get(r["protocol"], r["protocol"]), cell(r, r["protocol"]) if r["score"] is not None
+             else "-"] + [cell(r, p) for p in protocols] for r in rows]
+    body += [[f"*{LABELS[k]}*", "reference", fmt_interval(v, n_test)] + ["-"] * len(protocols)
              for k, v in (lines or {}).items() if k != "in_context"]
-    return table(["method", "headline", "score (%)"] + protocols, body)
+    return table(["method", "ranked by", "accuracy % [95 % interval], n"] + [PLAIN.get(p, p) for p in protocols],
+                 body)
+
+
+def prefill_noise(eff: list[dict[str, Any]]) -> str | None:
+    """Why the measured prefill savings are timing noise, or None when they look like a measurement: dropping
+    tokens cannot make a prefill slower, and one dataset's methods share their prompts."""
+    saved = [e["prefill_savings_pct"] for e in eff if e.get("prefill_savings_pct") is not None]
+    if not saved:
+        return None
+    reasons = []
+    if min(saved) < 0:
+        reasons.append(f"a negative saving, {min(saved):.1f} %, although every prompt got shorter")
+    if max(saved) - min(saved) > NOISE_SPREAD:
+        reasons.append(f"methods measuring the same prompts differ by {max(saved) - min(saved):.0f} points")
+    return "; ".join(reasons) or None
+
+
+def efficiency_headline(eff: list[dict[str, Any]]) -> str:
+    """Token savings, the number to read: the same prompts for every method."""
+    e = eff[0]
+    return (f"**Without the policy a request costs {fmt(e['tokens_without_policy'])} prompt tokens instead of "
+            f"{fmt(e['tokens_with_policy'])}: {e['token_savings_pct']:.1f} % fewer.**")
 
 
 def base_markdown(run: dict[str, Any]) -> str:
@@ -235,6 +346,9 @@ def report_run(out: str | Path, echo=print) -> dict[str, Path]:
     """Write the report of run directory `out`; print its results table and where the report is."""
     paths = write_report(out)
     run = load_run(Path(out))
-    echo(results_markdown(results(run), reference_lines(run)))
+    rows, lines = results(run), reference_lines(run)
+    data = dataset_dir(run)
+    echo(verdict(rows, lines, majority_answers(data) if data else {}, test_size(data)).replace("**", ""))
+    echo(results_markdown(rows, lines, test_size(data)))
     echo(f"report: {paths['md']}\n        {paths['html']}")
     return paths
