@@ -176,3 +176,24 @@ def test_a_trace_method_without_an_answer_only_counterpart_names_both_ways_to_ge
 def test_the_manifest_counts_scene_graphs(tmp_path):
     manifest = import_dataset(opts(write_source(tmp_path)), tmp_path / "out")
     assert manifest["scenes"] == 0 and read_json(tmp_path / "out" / "manifest.json")["scenes"] == 0
+
+
+def test_the_dock_inspect_example_goes_through_the_two_command_path(tmp_path, monkeypatch):
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("dock_generate", root / "examples/dock_inspect/generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    counts = gen.generate(tmp_path / "source", rows=24)
+    assert sum(counts.values()) == 24 and set(counts) <= {"SHIP", "HOLD", "INSPECT", "REJECT"}
+    out = tmp_path / "data"
+    result = CliRunner().invoke(app, [
+        "data", "import", "--out", str(out), "--policy", str(root / "examples/dock_inspect/policy.md"),
+        "--examples", str(tmp_path / "source/inspections.csv"), "--column", "query=note", "--column", "images=photo",
+        "--column", "answer=action", "--column", "id=crate",
+        "--answer-type", '{"type": "choice", "options": ["SHIP", "HOLD", "INSPECT", "REJECT"]}'])
+    assert result.exit_code == 0, result.output
+    assert "warning: policy.md" not in result.output  # the example's policy asks for \boxed{ACTION} itself
+    recipe = load_recipe(out / "recipe.yaml")
+    assert recipe.name == "Dock-Inspect" and recipe.model == "micro"

@@ -47,7 +47,8 @@ def starter_recipe(data: Path, manifest: dict[str, Any], base_shipped: bool) -> 
     judged = "judge" in str(manifest.get("answer_types", {}))
     epochs = sft_epochs(counts.get("train", 0))
     sft = {"epochs": epochs, "lr": 5.0e-4, "batch_size": 8, "lora_rank": 0}
-    recipe: dict[str, Any] = {"name": manifest["dataset"], "seed": 0, "model": "micro",
+    name = manifest["policies"][0] if len(manifest["policies"]) == 1 else manifest["dataset"]  # runs/<name>
+    recipe: dict[str, Any] = {"name": name, "seed": 0, "model": "micro",
                               "data": {"path": str(Path(data).resolve())}}
     if manifest.get("scenes") and not base_shipped:
         recipe["warmup"] = dict(WARMUP)
