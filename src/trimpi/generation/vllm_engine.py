@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from trimpi.errors import ConfigError
 from trimpi.generation.engine import Completion, SamplingParams, split_completion
 from trimpi.generation.prompts import Prompt
+from trimpi.generation.vllm_files import make_workdir, model_bytes
 from trimpi.models.processing import tokenizer_of, visual_token_ids
 from trimpi.models.processors import NO_VIDEO_PROCESSORS
 
@@ -68,6 +68,8 @@ class VLLMOptions:
     server_host: str = "127.0.0.1"
     server_port: int = 0  # 0: a free port
     server_timeout: float = 600.0  # seconds to wait for `vllm serve` to come up
+    # the run's directory: model files when /dev/shm is too small, a failed server's log (`vllm_files`)
+    run_dir: str | None = None
 
     def check(self) -> None:
         checks = [
@@ -258,8 +260,7 @@ class VLLMEngine:
         # vLLM joins a torch.distributed group it finds (a DDP trainer's) and creates one otherwise: only
         # one it created may be destroyed at close.
         self.owns_process_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        self.workdir = Path(tempfile.mkdtemp(prefix="trimpi-vllm-", dir=shm))
+        self.workdir = make_workdir("engine", model_bytes(model), self.options.run_dir)
         try:
             write_model_files(model, processor, self.workdir)
             self.llm = self._start(vllm, model, seed)

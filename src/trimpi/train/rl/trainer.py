@@ -127,7 +127,7 @@ def config_rewards(cfg: RLConfig, judge: Judge | None = None) -> RewardSpec:
 
 
 def rollout_engine(cfg: RLConfig, policy, processor, synced_gpus: bool = False,
-                   max_images: int | None = None) -> GenerationEngine:
+                   max_images: int | None = None, run_dir: str | Path | None = None) -> GenerationEngine:
     """The engine cfg.engine names, sampling from `policy` (vLLM: its weights synced in every step).
     synced_gpus: HF generate in step on every process (ZeRO-3). max_images: the most images a rollout
     prompt shows (vLLM reserves room for that many)."""
@@ -138,7 +138,7 @@ def rollout_engine(cfg: RLConfig, policy, processor, synced_gpus: bool = False,
     options = VLLMOptions(mode=cfg.vllm_mode, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                           tensor_parallel_size=cfg.vllm_tensor_parallel_size,
                           enable_sleep_mode=cfg.vllm_enable_sleep_mode, max_model_len=cfg.vllm_max_model_len,
-                          enforce_eager=cfg.vllm_enforce_eager)
+                          enforce_eager=cfg.vllm_enforce_eager, run_dir=str(run_dir) if run_dir else None)
     return build_engine(cfg.engine, policy, processor, cfg.generation_batch_size, options, seed=cfg.seed,
                         max_images=max_images)
 
@@ -225,7 +225,7 @@ def train_rl(
     if own_engine:
         with gathered_parameters(accelerator, policy):  # a vLLM engine starts from a copy of the whole model
             engine = rollout_engine(cfg, policy, processor, synced_gpus=zero3_enabled(accelerator),
-                                    max_images=most_prompt_images(shard, policies))
+                                    max_images=most_prompt_images(shard, policies), run_dir=out)
     sample = functools.partial(
         sample_groups, engine, PromptBuilder(processor, data_root, placement=cfg.policy_placement),
         num_generations=cfg.num_generations, rewards=rewards,
