@@ -35,3 +35,29 @@ def test_record_text_fields_must_be_text(field, value, shown):
     row = {"id": "r", "task": "custom", "images": [], "query": "q", "answer": "a", "response": "a", field: value}
     with pytest.raises(DataError, match=rf"^train.jsonl:4: field '{field}' must be text, got {re.escape(shown)}"):
         Record.from_dict(row, where="train.jsonl:4")
+
+
+def test_misspelled_recipe_key_is_named_as_given():
+    from trimpi.errors import ConfigError
+    from trimpi.pipeline.recipe import parse_recipe
+
+    with pytest.raises(ConfigError, match=r"^recipe: modle: unknown key \(did you mean 'model'\?\)$"):
+        parse_recipe({"modle": "micro", "data": {"path": "d"}, "methods": ["in_context"]})
+
+
+def test_truncated_safetensors_in_a_resumed_checkpoint_is_one_line(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from trimpi.errors import TrimpiError
+    from trimpi.train.stage import check_checkpoint_weights, weights_problem
+
+    path = tmp_path / "checkpoint-2" / "model.safetensors"
+    path.parent.mkdir()
+    save_file({"w": torch.zeros(64, 64)}, str(path))
+    assert weights_problem(path) is None
+    path.write_bytes(path.read_bytes()[:5000])  # a disk that filled while saving
+    with pytest.raises(TrimpiError, match=r"model.safetensors: cut short \(5000 of \d+ bytes\); remove checkpoint-2"):
+        check_checkpoint_weights(path.parent)
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    assert weights_problem(path) == "not a safetensors file"

@@ -262,11 +262,19 @@ def base_section(values: dict[str, Any], has_warmup: bool) -> dict[str, Any]:
 
 
 def _one_line(e: ValidationError, source: str) -> str:
-    err = e.errors()[0]
+    """The first problem, in one line; a misspelled key is named as given (`modle: unknown key (did you mean
+    'model'?)`), not as the required key it leaves missing."""
+    import difflib
+
+    errors = e.errors()
+    unknown = [x for x in errors if x["type"] == "extra_forbidden"]
+    err = unknown[0] if unknown else errors[0]
     msg = err["msg"].removeprefix("Value error, ")
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"{source}: {loc}: unknown key"
+        missing = [".".join(str(p) for p in x["loc"]) for x in errors if x["type"] == "missing"]
+        close = difflib.get_close_matches(loc, missing, n=1)
+        return f"{source}: {loc}: unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
     if err["type"] == "missing":
         return f"{source}: {loc}: required key missing"
     if loc and not msg.startswith(loc.split(".")[0]):

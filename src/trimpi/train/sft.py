@@ -19,7 +19,7 @@ import torch
 from trimpi.errors import ConfigError
 from trimpi.train.collate import Collator
 from trimpi.train.logprobs import IGNORE_INDEX, token_logprobs
-from trimpi.train.stage import CHECKPOINTS_DIR, mark_finished, prepare_stage_dir
+from trimpi.train.stage import CHECKPOINTS_DIR, check_checkpoint_weights, mark_finished, prepare_stage_dir
 
 SMALL_MODEL_PARAMS = 300_000_000  # below this, CPU-friendly defaults apply
 
@@ -170,6 +170,7 @@ def stage_trainer_class():
 
     class StageTrainer(Trainer):
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            check_checkpoint_weights(resume_from_checkpoint)  # a damaged file: one line, not a traceback
             target = model if model is not None else self.model
             if hasattr(target, "peft_config") or not (Path(resume_from_checkpoint) / "config.json").is_file():
                 return super()._load_from_checkpoint(resume_from_checkpoint, model)

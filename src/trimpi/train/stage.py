@@ -69,6 +69,35 @@ def clear_stage_files(out: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
+def weights_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be read (cut short, or not safetensors), from its header and size;
+    None when it is whole. Reads the header only."""
+    import json
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else size
+        if n > size - 8:
+            return f"cut short ({size} bytes)"
+        try:
+            header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return "not a safetensors file"
+    return None if 8 + n + end <= size else f"cut short ({size} of {8 + n + end} bytes)"
+
+
+def check_checkpoint_weights(folder: str | Path) -> None:
+    """A one-line error for a checkpoint whose weight files are damaged (a disk filled, a copy cut short)."""
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        problem = weights_problem(path)
+        if problem:
+            raise TrimpiError(f"{path}: {problem}; remove {Path(folder).name} to resume from an earlier checkpoint, "
+                              "or pass --overwrite to start again")
+
+
 def resume_metrics(out: str | Path, step: int) -> list[dict[str, Any]]:
     """Keep the metrics rows of steps up to `step` (where the run resumes; 0 for a fresh start) and
     return them, so a resumed run's metrics have each step once. A torn last line (a kill while

@@ -30,7 +30,7 @@ import torch
 from trimpi.data.io import ordinary_modes, read_json, write_json
 from trimpi.errors import TrimpiError
 from trimpi.train.distributed import deepspeed_config, save_trained
-from trimpi.train.stage import CHECKPOINTS_DIR
+from trimpi.train.stage import CHECKPOINTS_DIR, check_checkpoint_weights
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "state"
@@ -129,6 +129,8 @@ def save(
 
 def _load_weights(model, path: Path) -> None:
     from safetensors.torch import load_file
+
+    check_checkpoint_weights(path)  # a damaged file: one line, not a traceback
 
     if (path / "adapter_model.safetensors").is_file():
         from peft import set_peft_model_state_dict
