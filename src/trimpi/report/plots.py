@@ -62,7 +62,7 @@ def accuracy_figure(rows: list[dict[str, Any]], lines: dict[str, float] | None =
     ax.set_ylim(*Y_RANGE)
     ax.tick_params(axis="x", rotation=30, labelsize=8)
     if lines:
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=1, frameon=False)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     return fig
 
 

@@ -170,7 +170,8 @@ def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None], line
              base_sentence(run) + f" Seed {recipe['seed']}, {len(rows)} methods. Accuracies are percentages on the "
              "test split with their 95 % (Wilson) interval and n; without the policy in the prompt unless the column "
              "says otherwise." + judge_sentence(recipe.get("judge"))]
-    parts += [f"- {note.removeprefix('note: ')}" for note in run.get("notes") or []]
+    notes = run.get("notes") or []
+    parts += [""] * bool(notes) + [f"- {note.removeprefix('note: ')}" for note in notes]
     parts += ["", "## Results", "", results_markdown(rows, lines, n_test)]
     if images.get("accuracy"):
         parts += ["", "![accuracy per method](accuracy.png)"]
