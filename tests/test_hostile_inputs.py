@@ -370,8 +370,22 @@ def null_response_in_train_jsonl(tmp):
                 r"train.jsonl:1: field 'response' must be text, got null", out=tmp / "o")
 
 
+def choice_answer_outside_options(tmp):
+    ds = source(tmp, row(answer="HLOD"))
+    kind = '{"type": "choice", "options": ["HOLD", "SPLIT", "TAG-RED", "SHIP"]}'
+    return Case(import_args(ds, tmp / "out", "--answer-type", kind),
+                r"examples.jsonl:1: field 'answer': 'HLOD' is not one of the options", out=tmp / "out")
+
+
+def recipe_key_misspelled(tmp):
+    recipe = tmp / "r.yaml"
+    recipe.write_text("name: r\nmodle: micro\ndata: {path: d}\nmethods: [in_context]\n")
+    return Case(["run", str(recipe), "--dry-run"], r"modle: unknown key \(did you mean 'model'\?\)")
+
+
 CASES: dict[str, Callable] = {f.__name__: f for f in [
-    integer_answer_in_train_jsonl, null_response_in_train_jsonl,
+    integer_answer_in_train_jsonl, null_response_in_train_jsonl, choice_answer_outside_options,
+    recipe_key_misspelled,
     code_from_row_under_python_m, code_from_row_installed_module, code_from_row_on_pythonpath,
     code_from_cli_answer_type_without_trust, code_trusted_other_name, code_from_dataset_at_eval,
     code_from_dataset_at_rl, code_from_reward_flag_without_trust, recipe_names_code_in_data,
