@@ -117,7 +117,7 @@ def test_only_runs_a_subset_but_reports_every_method(tmp_path, monkeypatch):
     assert ran == ["data", "base", "sft", "eval"]
     assert set(record["methods"]) == set(RECIPE["methods"])
     md = (tmp_path / "report.md").read_text()
-    assert "| CoT SFT | accuracy | 50.00 | 50.00 |" in md and "| TriMPI (PoRo-DAPO) | - | - | - |" in md
+    assert "| CoT SFT | without the policy | 50.0 | 50.0 |" in md and "| TriMPI (PoRo-DAPO) | - | - | - |" in md
 
 
 def test_done_marker_turns_non_finite_numbers_into_null(tmp_path):
@@ -152,8 +152,8 @@ def test_demo_writes_the_report_and_prints_the_table_with_reference_lines(tmp_pa
     app.command()(demo)
     result = CliRunner().invoke(app, ["--out", str(tmp_path / "demo"), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "| In-context | in_context | 75.00 |" in result.output
-    assert "| *chance (a random answer of the policy)* | reference | 50.00 |" in result.output
+    assert "| In-context | with the policy in the prompt | 75.0 |" in result.output
+    assert "| *chance (a random answer of the policy)* | reference | 50.0 [9.5–90.5], n=2 |" in result.output
     assert "| *always the policy's most frequent answer* | reference |" in result.output
     assert (tmp_path / "demo" / "report.md").is_file() and (tmp_path / "demo" / "accuracy.png").is_file()
 
