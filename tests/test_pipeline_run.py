@@ -75,7 +75,7 @@ def test_rerun_skips_and_interrupted_runs_match_uninterrupted(tmp_path):
 
     lines: list[str] = []
     run_recipe(recipe, clean, echo=lines.append, after=lambda d: report_run(d, lines.append))
-    ran = [line for line in lines if not line.startswith(("skip", "report", " ", "| "))]
+    ran = [line for line in lines if not line.startswith(("skip", "report", "verdict", " ", "| "))]
     assert ran == [] and sum(line.startswith("skip") for line in lines) == len(steps)
     table = next(line for line in lines if line.startswith("| method"))  # the results table is printed
     assert "CoT SFT" in table and "TriMPI (PoRo-GRPO)" in table

@@ -80,7 +80,8 @@ def test_endpoint_teacher_end_to_end(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     n_wrong = sum(r.policy == wrong_policy for r in records)
     assert f"kept {8 - n_wrong} / 8 records" in result.output
-    assert len(server.requests) == 8 + n_wrong  # wrong ones are retried once
+    assert len(server.requests) == 1 + 8 + n_wrong  # one timed call for the estimate; wrong ones are retried once
+    assert "teacher: " in result.output and "s per record (one call, measured); 8 records" in result.output
     path, headers, body = server.requests[0]
     assert path == "/v1/chat/completions" and headers["Content-Type"] == "application/json"
     assert body["model"] == "teacher-7b" and body["max_tokens"] == 77 and body["temperature"] == 0.5

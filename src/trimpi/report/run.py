@@ -349,7 +349,7 @@ def report_run(out: str | Path, echo=print) -> dict[str, Path]:
     run = load_run(Path(out))
     rows, lines = results(run), reference_lines(run)
     data = dataset_dir(run)
-    echo(verdict(rows, lines, majority_answers(data) if data else {}, test_size(data)).replace("**", ""))
+    echo("verdict: " + verdict(rows, lines, majority_answers(data) if data else {}, test_size(data)).replace("**", ""))
     echo(results_markdown(rows, lines, test_size(data)))
     echo(f"report: {paths['md']}\n        {paths['html']}")
     return paths
