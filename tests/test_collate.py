@@ -9,7 +9,7 @@ from trimpi.models.tiny import FAMILIES, build_tiny
 from trimpi.train.collate import Collator
 from trimpi.train.logprobs import IGNORE_INDEX, sequence_logprobs
 
-TOKENS_PER_IMAGE = {"qwen2_vl": 16, "qwen2_5_vl": 16, "idefics3": 16, "llava": 64}
+TOKENS_PER_IMAGE = {"qwen2_vl": 16, "qwen2_5_vl": 16, "idefics3": 16, "llava": 64, "fast_vlm": 12}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

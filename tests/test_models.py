@@ -88,3 +88,13 @@ def test_smol_preset_round_trip(train_data, tmp_path):
     proc2 = AutoProcessor.from_pretrained(tmp_path / "smol")
     with torch.no_grad():
         assert torch.allclose(model(**batch).logits, reloaded(**encode(proc2, [_conv(train_data)], True)).logits, atol=1e-4)
+
+
+def test_fast_vlm_asked_to_run_on_vllm_is_one_line():
+    from trimpi.errors import ConfigError
+    from trimpi.generation.registry import build_engine
+
+    model, processor = build_tiny("fast_vlm")
+    with pytest.raises(ConfigError, match="vLLM does not run FastVLM") as e:
+        build_engine("vllm", model, processor)
+    assert "\n" not in str(e.value)

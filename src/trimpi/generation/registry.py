@@ -12,6 +12,8 @@ from trimpi.errors import ConfigError
 from trimpi.generation.engine import HFGenerateEngine
 
 ENGINES = ("hf", "vllm")
+# Model families vLLM (0.32) cannot run: they generate with the HF engine.
+NOT_ON_VLLM = {"fast_vlm": "FastVLM (the micro base's family)"}
 
 
 def build_engine(name: str, model, processor, batch_size: int = 16, vllm_options=None, seed: int = 0,
@@ -22,6 +24,10 @@ def build_engine(name: str, model, processor, batch_size: int = 16, vllm_options
     if name == "hf":
         return HFGenerateEngine(model, processor, batch_size=batch_size)
     if name == "vllm":
+        family = getattr(getattr(model, "config", None), "model_type", None)
+        if family in NOT_ON_VLLM:
+            raise ConfigError(f"engine vllm: vLLM does not run {NOT_ON_VLLM[family]} models; use engine: hf for this "
+                              "model")
         from trimpi.generation.vllm_engine import VLLMEngine, VLLMOptions
 
         options = vllm_options or VLLMOptions()

@@ -1,7 +1,8 @@
-"""Tiny random VLMs built from config only (no downloads): Qwen2-VL, Qwen2.5-VL, Idefics3, LLaVA.
+"""Tiny random VLMs built from config only (no downloads): Qwen2-VL, Qwen2.5-VL, Idefics3, LLaVA, FastVLM.
 
-Used by tests and as the base of the `micro` preset. Each builder returns (model, processor)
-with a BPE tokenizer trained on `texts`; 112 px images give 16 image tokens (64 for LLaVA).
+Used by tests and as the base of the `micro` presets. Each builder returns (model, processor)
+with a BPE tokenizer trained on `texts`; 112 px images give 16 image tokens (64 for LLaVA); FastVLM
+takes a convolutional eye (a native ResNet) at a non-square size, one token per cell of its last stage.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from trimpi.models.tokenizer import train_bpe_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "llava")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "llava", "fast_vlm")
 DEFAULT_TEXTS = ("a small red metal cube", "Policy: L2-Surinu. Case 1. Condition 1.1", "what should be the response?")
 
 
@@ -128,17 +129,101 @@ def build_llava(tok, s: TinySize):
     return LlavaForConditionalGeneration(config), processor
 
 
+@dataclass(frozen=True)
+class ConvEye:
+    """A convolutional eye from transformers' own vision models, one block per stage by default.
+
+    kind "convnext" (LayerNorm: an image's features never depend on the rest of its batch, so
+    padded batches, micro-batch splits and RL's recomputed log-probs agree) or "resnet"
+    (BatchNorm: train-mode outputs depend on the batch; kept for comparisons). The stem divides
+    the input by 4, every stage after the first by 2: a width×height input gives
+    (width/stride) × (height/stride) image tokens, stride = 2^(stages+1)."""
+
+    width: int = 160
+    height: int = 128
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    depths: tuple[int, ...] = (1, 1, 1, 1)
+    kind: str = "convnext"
+
+    @property
+    def stride(self) -> int:
+        return 2 ** (len(self.widths) + 1)
+
+    @property
+    def tokens(self) -> int:
+        return (self.width // self.stride) * (self.height // self.stride)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(columns, rows) of image tokens."""
+        return self.width // self.stride, self.height // self.stride
+
+    def check(self) -> None:
+        if self.kind not in ("convnext", "resnet"):
+            raise ValueError(f"eye kind {self.kind!r}: expected convnext or resnet")
+        if len(self.depths) != len(self.widths):
+            raise ValueError(f"eye: {len(self.widths)} widths but {len(self.depths)} depths")
+        if self.width % self.stride or self.height % self.stride:
+            raise ValueError(f"eye input {self.width}x{self.height}: both sides must be multiples of {self.stride} "
+                             f"({len(self.widths)} stages)")
+
+    def vision_config(self):
+        from transformers import ConvNextConfig, ResNetConfig
+
+        if self.kind == "convnext":
+            config = ConvNextConfig(num_channels=3, patch_size=4, num_stages=len(self.widths),
+                                    hidden_sizes=list(self.widths), depths=list(self.depths), hidden_act="gelu",
+                                    layer_scale_init_value=0.0, drop_path_rate=0.0)
+        else:
+            config = ResNetConfig(num_channels=3, embedding_size=self.widths[0], hidden_sizes=list(self.widths),
+                                  depths=list(self.depths), layer_type="basic", hidden_act="relu",
+                                  downsample_in_first_stage=False)
+        config.hidden_size = self.widths[-1]  # what FastVLM's projector reads
+        return config
+
+
+TINY_EYE = ConvEye(width=128, height=96, widths=(8, 16, 32, 64))
+
+
+def _qwen2_text(tok, s: TinySize) -> dict:
+    return dict(model_type="qwen2", vocab_size=len(tok), hidden_size=s.hidden, num_hidden_layers=s.layers,
+                num_attention_heads=s.heads, num_key_value_heads=s.kv_heads, intermediate_size=s.intermediate,
+                max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, **_ids(tok))
+
+
+def build_fastvlm(tok, s: TinySize, eye: ConvEye = TINY_EYE):
+    """FastVLM (LLaVA-style: eye → MLP projector → Qwen2) with a native transformers CNN as its eye.
+
+    The image processor resizes to exactly eye.width × eye.height (no centre crop: CLEVR-like scenes
+    keep their sides) and the processor's patch size is the eye's stride, so it counts the same
+    image tokens as the eye's feature map has cells."""
+    from transformers import CLIPImageProcessorPil, FastVlmConfig, FastVlmForConditionalGeneration, LlavaProcessor
+
+    eye.check()
+    config = FastVlmConfig(vision_config=eye.vision_config(), text_config=_qwen2_text(tok, s),
+                           image_token_id=tok.convert_tokens_to_ids("<image>"), image_seq_length=eye.tokens)
+    shape = {"height": eye.height, "width": eye.width}
+    improc = CLIPImageProcessorPil(size=shape, crop_size=shape, do_center_crop=False)
+    processor = LlavaProcessor(image_processor=improc, tokenizer=tok, patch_size=eye.stride,
+                               num_additional_image_tokens=0, vision_feature_select_strategy="full",
+                               chat_template=tok.chat_template)
+    return FastVlmForConditionalGeneration(config), processor
+
+
 def build_tiny(family: str, texts: Iterable[str] = DEFAULT_TEXTS, size: TinySize | None = None, seed: int = 0):
     """(model, processor) of a tiny random `family` model, fp32, eval mode; deterministic for a seed."""
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; expected one of {FAMILIES}")
     size = size or TinySize()
-    tok = train_bpe_tokenizer(texts, "qwen" if family.startswith("qwen") else family, vocab_size=size.vocab)
+    tok_family = "qwen" if family.startswith("qwen") else "llava" if family == "fast_vlm" else family
+    tok = train_bpe_tokenizer(texts, tok_family, vocab_size=size.vocab)
     torch.manual_seed(seed)
     if family.startswith("qwen"):
         model, processor = build_qwen(family, tok, size)
     elif family == "idefics3":
         model, processor = build_idefics3(tok, size)
+    elif family == "fast_vlm":
+        model, processor = build_fastvlm(tok, size)
     else:
         model, processor = build_llava(tok, size)
     return model.float().eval(), processor
