@@ -59,9 +59,9 @@ def answer_token_ids(tokenizer) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def says_yes(model, processor, questions: list[tuple[str, str]], batch_size: int = 32,
-             progress: bool = False) -> list[bool]:
-    """For (image path, question) pairs: whether "Yes." is the likelier reply."""
+def yes_margins(model, processor, questions: list[tuple[str, str]], batch_size: int = 32,
+                progress: bool = False) -> list[float]:
+    """For (image path, question) pairs: logit of "Yes." minus logit of "No." as the reply's first token."""
     from tqdm.auto import tqdm
 
     from trimpi.models.processing import encode, tokenizer_of
@@ -69,14 +69,20 @@ def says_yes(model, processor, questions: list[tuple[str, str]], batch_size: int
     yes, no = answer_token_ids(tokenizer_of(processor))
     device = next(model.parameters()).device
     model.eval()
-    out: list[bool] = []
+    out: list[float] = []
     for i in tqdm(range(0, len(questions), batch_size), desc="perception", disable=not progress):
         chunk = [[{"role": "user", "content": [{"type": "image", "path": img}, {"type": "text", "text": q}]}]
                  for img, q in questions[i:i + batch_size]]
         batch = encode(processor, chunk, add_generation_prompt=True, padding_side="left").to(device)
         logits = model(**batch).logits[:, -1].float()
-        out += (logits[:, yes] > logits[:, no]).tolist()
+        out += (logits[:, yes] - logits[:, no]).tolist()
     return out
+
+
+def says_yes(model, processor, questions: list[tuple[str, str]], batch_size: int = 32,
+             progress: bool = False) -> list[bool]:
+    """For (image path, question) pairs: whether "Yes." is the likelier reply."""
+    return [m > 0 for m in yes_margins(model, processor, questions, batch_size, progress)]
 
 
 def perception_scores(predicted: list[list[bool]], objects: list[list[dict]],

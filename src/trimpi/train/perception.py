@@ -13,6 +13,7 @@ policy conditions ask.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -26,6 +27,126 @@ from trimpi.data.clevr.existence import (  # noqa: F401 - existence_labels/targe
 )
 from trimpi.data.clevr.tree import ATTRIBUTE_VALUES, walk
 from trimpi.errors import ModelError
+
+
+KINDS = tuple(ATTRIBUTE_VALUES)  # attribute kinds, in the order of the single-value labels
+
+
+def label_prior(targets: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """[n_labels]: each label's frequency over the rows of targets [n, n_labels], kept inside (eps, 1 - eps)."""
+    return targets.float().mean(0).clamp(eps, 1 - eps)
+
+
+def balanced_bce(scores: torch.Tensor, targets: torch.Tensor, prior: torch.Tensor,
+                 keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy in which each label's positives and negatives weigh half each.
+
+    scores, targets: [..., n_labels]; prior: [n_labels], the labels' positive frequency p (weights
+    0.5/p for positives, 0.5/(1-p) for negatives); keep: optional 0/1 mask of the same shape as
+    scores (0: the entry takes no part). Plain BCE on labels present in most scenes learns the prior
+    and answers "present" for all of them; this one cannot gain by it."""
+    weight = targets * (0.5 / prior) + (1 - targets) * (0.5 / (1 - prior))
+    if keep is not None:
+        weight = weight * keep
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(scores, targets, weight=weight, reduction="sum")
+    return loss / (keep.sum().clamp(min=1) if keep is not None else targets.numel())
+
+
+def cell_of(obj: dict, image_size: tuple[int, int], grid: tuple[int, int]) -> int:
+    """Index (row-major) of the image-token cell that holds the object's centre (`pixel_coords`)."""
+    (width, height), (cols, rows) = image_size, grid
+    col = min(max(int(obj["pixel_coords"][0] * cols / width), 0), cols - 1)
+    row = min(max(int(obj["pixel_coords"][1] * rows / height), 0), rows - 1)
+    return row * cols + col
+
+
+def cell_targets(objects: Sequence[dict], labels: Sequence[Label], image_size: tuple[int, int],
+                 grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dense targets of one image: (labels [cells, n_labels], keep [cells, n_labels], counts [cells]).
+
+    A cell is positive for a label when an object matching it has its centre there; a negative
+    cell next to a positive one (3×3 neighbourhood) is left out (`keep` 0), since an object spills
+    over its centre cell. counts: objects centred in each cell."""
+    cols, rows = grid
+    target = torch.zeros(rows * cols, len(labels))
+    counts = torch.zeros(rows * cols)
+    for obj in objects:
+        cell = cell_of(obj, image_size, grid)
+        counts[cell] += 1
+        target[cell] += torch.tensor(existence_targets([obj], labels))
+    target = target.clamp(max=1)
+    near = torch.nn.functional.max_pool2d(target.T.reshape(1, len(labels), rows, cols), 3, 1, 1)
+    near = near.reshape(len(labels), rows * cols).T
+    keep = 1 - (near - target)
+    return target, keep, counts
+
+
+class PerceptionHead(torch.nn.Module):
+    """Per image token: a score for every existence label and an object-count rate (thrown away after
+    pretraining; what stays is image tokens from which both can be read off linearly)."""
+
+    def __init__(self, dim: int, n_labels: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(dim, n_labels + 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features [B, T, dim] → (label scores [B, T, n_labels], count rates [B, T] (>= 0))."""
+        out = self.linear(features)
+        return out[..., :-1], torch.nn.functional.softplus(out[..., -1])
+
+
+def perception_loss(cell_scores: torch.Tensor, count_rates: torch.Tensor, targets: torch.Tensor,
+                    cells: torch.Tensor, keep: torch.Tensor, counts: torch.Tensor, prior: torch.Tensor,
+                    dense_weight: float = 1.0, count_weight: float = 0.2) -> dict[str, torch.Tensor]:
+    """The vision objective: {"existence", "dense", "count", "total"}.
+
+    existence: prior-balanced BCE of the image scores (max over tokens) against the scene's labels;
+    dense: prior-balanced BCE of every token's scores against its cell's labels (neighbours of a
+    positive cell left out); count: Poisson NLL of each cell's count rate. Shapes: cell_scores,
+    cells, keep [B, T, L]; count_rates, counts [B, T]; targets [B, L]; prior [L] (image level)."""
+    existence = balanced_bce(cell_scores.amax(1), targets, prior)
+    cell_prior = label_prior(cells.flatten(0, 1), eps=1e-3)
+    dense = balanced_bce(cell_scores, cells, cell_prior, keep)
+    count = torch.nn.functional.poisson_nll_loss(count_rates, counts, log_input=False)
+    total = existence + dense_weight * dense + count_weight * count
+    return {"existence": existence, "dense": dense, "count": count, "total": total}
+
+
+def auc(scores: torch.Tensor, truth: torch.Tensor) -> list[float]:
+    """Per label (column): the area under the ROC curve (ties counted half); NaN with one class only."""
+    out = []
+    for k in range(truth.shape[1]):
+        t, s = truth[:, k].bool(), scores[:, k].double()
+        n_pos, n_neg = int(t.sum()), int((~t).sum())
+        if not n_pos or not n_neg:
+            out.append(math.nan)
+            continue
+        greater = (s[t][:, None] > s[~t][None, :]).double().sum()
+        ties = (s[t][:, None] == s[~t][None, :]).double().sum()
+        out.append(float((greater + 0.5 * ties) / (n_pos * n_neg)))
+    return out
+
+
+def perception_metrics(scores: torch.Tensor, targets: torch.Tensor, labels: Sequence[Label]) -> dict[str, float]:
+    """Balanced accuracy at the decision threshold (score > 0) and AUC: over single values, over value
+    pairs, and per attribute kind (single values); plus the weakest single value. scores, targets:
+    [n_images, n_labels]."""
+    truth = targets > 0.5
+    accuracy = label_balanced_accuracies((scores > 0).tolist(), truth.tolist())
+    areas = auc(scores, truth)
+    single = [k for k, label in enumerate(labels) if len(label) == 1]
+    pair = [k for k, label in enumerate(labels) if len(label) == 2]
+    out = {"single": mean_defined([accuracy[k] for k in single]), "pair": mean_defined([accuracy[k] for k in pair]),
+           "single_auc": mean_defined([areas[k] for k in single]), "pair_auc": mean_defined([areas[k] for k in pair]),
+           "images": len(targets)}
+    for kind in KINDS:
+        ks = [k for k in single if labels[k][0][0] == kind]
+        out[kind] = mean_defined([accuracy[k] for k in ks])
+        out[f"{kind}_auc"] = mean_defined([areas[k] for k in ks])
+    weakest = min((k for k in single if not math.isnan(accuracy[k])), key=lambda k: accuracy[k], default=None)
+    if weakest is not None:
+        out["weakest"] = f"{labels[weakest][0][0]}={labels[weakest][0][1]}: {accuracy[weakest]:.3f}"
+    return out
 
 
 def balanced_accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:
@@ -110,6 +231,7 @@ def pretrain_vision(model, processor, train_images: list, train_objects: list[li
     labels = existence_labels()
     n_single = sum(len(v) for v in ATTRIBUTE_VALUES.values())
     train_y = torch.tensor([existence_targets(o, labels) for o in train_objects])
+    prior = label_prior(train_y)
     params = vision_parameters(model)
     if not params:
         raise ModelError(f"{type(model).__name__}: no vision tower / connector parameters to pre-train")
@@ -125,7 +247,7 @@ def pretrain_vision(model, processor, train_images: list, train_objects: list[li
         idx = torch.randint(len(train_y), (batch_size,), generator=gen)
         batch = image_inputs(processor, [train_images[i] for i in idx.tolist()])
         scores = head(image_token_features(model, batch)).amax(1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(scores, train_y[idx])
+        loss = balanced_bce(scores, train_y[idx], prior)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
