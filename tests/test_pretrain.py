@@ -1,4 +1,5 @@
-"""The micro base's pretraining: corpus determinism and disjointness, exact resume, dtype choice."""
+"""The micro base's staged pretraining: corpus determinism and disjointness, exact resume across stages,
+what each stage trains, gates, untrusted checkpoints, dtype choice."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from trimpi.data.io import write_json
 from trimpi.data.pretrain import split
 from trimpi.data.pretrain.corpus import Corpus, CorpusConfig, draw_policy
 from trimpi.errors import ConfigError, DataError
-from trimpi.train.pretrain import Architecture, PretrainOptions, cpu_has_fast_bf16, run_pretrain
+from trimpi.train.pretrain import Architecture, PretrainOptions, Stage, cpu_has_fast_bf16, run_pretrain
 
 SMALL = ((48, 36),)
-TINY = Architecture(image_size=56, hidden=64, layers=1, heads=2, kv_heads=2, intermediate=96, vision_hidden=64,
-                    vision_layers=1, vision_heads=2, vocab=600)
+TINY = Architecture(family="fast_vlm", eye_width=64, eye_height=64, eye_widths=(8, 16, 32, 64), hidden=64, layers=1,
+                    heads=2, kv_heads=2, intermediate=96, vocab=600)
+TINY_SIGLIP = Architecture(family="idefics3", image_size=56, vision_hidden=64, vision_layers=1, vision_heads=2, hidden=64,
+                           layers=1, heads=2, kv_heads=2, intermediate=96, vocab=600)
 
 
 def _cfg(**kw) -> CorpusConfig:
@@ -81,29 +84,40 @@ def test_perception_answers_follow_the_scene_graph(tmp_path):
                                                  for o in r["objects"]}
 
 
+def _stages(steps=2, target=0.0) -> tuple[Stage, ...]:
+    """Every stage kind at toy size; gates whose targets a random model meets (0 accuracy, gap <= 1)."""
+    return (Stage("vision", steps, "vision", {"exist": 1.0}, 1e-3, batch_size=2, lm_weight=0.0,
+                  perception_weight=1.0, sizes=SMALL, gate="head_perception", target=target),
+            Stage("ground", steps, "language", {"exist": 1.0, "count": 1.0}, 1e-3, batch_size=2, sizes=SMALL,
+                  gate="lm_perception", target=1.0),
+            Stage("joint", steps, "all", {"policy": 1.0, "exist": 1.0}, 1e-4, batch_size=2, sizes=SMALL,
+                  perception_weight=0.5))
+
+
 def _opts(out, **kw) -> PretrainOptions:
-    base = dict(out=str(out), arch=TINY, steps=4, batch_size=2, shard_size=3, render_sizes=SMALL,
-                tokenizer_policies=1, warmup_steps=2, progress=False, data_workers=0, dtype="float32")
+    base = dict(out=str(out), arch=TINY, stages=_stages(), shard_size=3, tokenizer_policies=1, warmup_steps=2,
+                progress=False, data_workers=0, dtype="float32", heldout_images=6, lm_heldout_images=2)
     return PretrainOptions(**(base | kw))
 
 
-def _weights(out):
-    return torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+def _state(out, stage="stage-3-joint"):
+    return torch.load(out / stage / "checkpoint" / "state.pt", weights_only=True)
 
 
 def test_killed_and_rerun_pretraining_reaches_the_same_weights(tmp_path):
     straight = run_pretrain(_opts(tmp_path / "straight"))
-    assert straight["finished"] and not straight["resumed"]
-    first = run_pretrain(_opts(tmp_path / "chunked", stop_after=1))
-    assert first["step"] == 1 and not first["finished"]
+    assert straight["finished"] and not straight["resumed"] and straight["stopped"] is None
+    first = run_pretrain(_opts(tmp_path / "chunked", stop_after=3))  # killed inside the second stage
+    assert not first["finished"] and "step 1 of 2" in first["stopped"]
+    assert (tmp_path / "chunked" / "stage-1-vision" / "done.json").is_file()
     second = run_pretrain(_opts(tmp_path / "chunked"))
-    assert second["resumed"] and second["finished"] and second["step"] == 4
-    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "chunked")
+    assert second["resumed"] and second["finished"]
+    a, b = _state(tmp_path / "straight"), _state(tmp_path / "chunked")
     for part in ("model", "head"):
         assert a[part].keys() == b[part].keys()
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), k
-    assert a["step"] == b["step"] == 4
+    assert a["step"] == b["step"] == 2
     _check_export(tmp_path)
 
 
@@ -113,32 +127,77 @@ def _check_export(tmp_path):
     from trimpi.train.pretrain import export_run
 
     manifest = export_run(tmp_path / "straight", tmp_path / "base")
-    assert manifest["training"]["steps"] == 4 and manifest["architecture"]["image_size"] == TINY.image_size
+    assert manifest["architecture"]["family"] == "fast_vlm"
+    assert manifest["architecture"]["image_tokens"] == TINY.image_tokens
+    assert set(manifest["stages"]) == {"vision", "ground", "joint"} and "passed" in manifest["stages"]["vision"]
     model, processor = load_base(tmp_path / "base")
-    state = _weights(tmp_path / "straight")["model"]
+    state = _state(tmp_path / "straight")["model"]
     for name, value in model.state_dict().items():
         assert torch.equal(value, state[name].to(torch.bfloat16).float()), name
-    assert processor.image_seq_len == TINY.image_tokens
+    assert type(model).__name__ == "FastVlmForConditionalGeneration"
+
+
+@pytest.mark.parametrize("arch", [TINY, TINY_SIGLIP], ids=["fast_vlm", "idefics3"])
+def test_each_stage_trains_only_its_parameters(tmp_path, arch):
+    run_pretrain(_opts(tmp_path / "r", arch=arch, stages=_stages()[:2]))
+    vision, ground = (_state(tmp_path / "r", f"stage-{k}")["model"] for k in ("1-vision", "2-ground"))
+    fresh = _state(tmp_path / "r", "stage-1-vision")  # the eye moved in "vision", then stayed
+    changed = {k for k in vision if not torch.equal(vision[k], ground[k])}
+    eye = ("vision_tower", "vision_model")
+    assert changed and not any(e in k for k in changed for e in eye)  # the eye is frozen in "ground"
+    assert any(m in k for k in changed for m in ("language_model", "text_model"))
+    assert any(c in k for k in changed for c in ("projector", "connector"))
+    assert fresh["step"] == 2
+
+
+def test_a_missed_gate_stops_the_run_until_forced(tmp_path):
+    stages = _stages(target=1.01)  # no eye reaches a balanced accuracy above 1
+    stopped = run_pretrain(_opts(tmp_path / "g", stages=stages))
+    assert not stopped["finished"] and "head_perception" in stopped["stopped"] and "MISSED" in stopped["stopped"]
+    assert not (tmp_path / "g" / "stage-2-ground").exists()
+    again = run_pretrain(_opts(tmp_path / "g", stages=stages))  # the rerun does not train the stage again
+    assert again["stopped"] == stopped["stopped"]
+    forced = run_pretrain(_opts(tmp_path / "g", stages=stages, force=True))
+    assert forced["finished"]
 
 
 def test_resume_with_other_options_is_refused(tmp_path):
     from trimpi.train.pretrain import export_run
 
-    with pytest.raises(ConfigError, match="no pretraining checkpoint"):
+    with pytest.raises(ConfigError, match="no pretraining run"):
         export_run(tmp_path / "r", tmp_path / "base")
     run_pretrain(_opts(tmp_path / "r", stop_after=1))
-    with pytest.raises(ConfigError, match="step 1 of 4"):
+    with pytest.raises(ConfigError, match="stage vision is at step 1 of 2"):
         export_run(tmp_path / "r", tmp_path / "base")
-    with pytest.raises(ConfigError, match="other options.*lr"):
-        run_pretrain(_opts(tmp_path / "r", lr=3e-4))
+    with pytest.raises(ConfigError, match="other options.*seed"):
+        run_pretrain(_opts(tmp_path / "r", seed=3))
 
 
-def test_architecture_checks_head_dim_and_image_grid():
-    with pytest.raises(ConfigError, match="head_dim >= 32"):
-        Architecture(hidden=128, heads=8).check()
+def test_a_crafted_checkpoint_is_refused_without_running_it(tmp_path):
+    import os
+    import pickle
+
+    run_pretrain(_opts(tmp_path / "r", stop_after=1))
+    sentinel = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {sentinel}",)
+
+    (tmp_path / "r" / "stage-1-vision" / "checkpoint" / "state.pt").write_bytes(pickle.dumps({"model": Payload()}))
+    with pytest.raises(ConfigError, match="not a readable pretraining checkpoint"):
+        run_pretrain(_opts(tmp_path / "r"))
+    assert not sentinel.exists()
+
+
+def test_architecture_checks_heads_and_eye_grid():
+    with pytest.raises(ConfigError, match="multiple of heads"):
+        Architecture(hidden=100, heads=8).check()
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        Architecture(family="fast_vlm", eye_width=100).check()
+    assert Architecture().image_tokens == 16 and Architecture(family="fast_vlm").image_tokens == 20
     with pytest.raises(ConfigError, match="multiple of patch_size"):
         Architecture(image_size=100).check()
-    assert Architecture().image_tokens == 64
 
 
 def test_bf16_only_on_cpus_with_amx_or_avx512_bf16():
@@ -150,13 +209,14 @@ def test_bf16_only_on_cpus_with_amx_or_avx512_bf16():
 def test_shards_written_in_parallel_equal_the_ones_a_run_writes(tmp_path):
     from trimpi.train.pretrain import corpus_config, prepare_corpus
 
-    assert prepare_corpus(_opts(tmp_path / "a"), shards=2, workers=2, progress=False) == 2
-    assert prepare_corpus(_opts(tmp_path / "a"), shards=2, workers=2, progress=False) == 0  # already there
-    serial = Corpus(tmp_path / "b" / "corpus", corpus_config(_opts(tmp_path / "b")))
+    opts = _opts(tmp_path / "a")
+    assert prepare_corpus(opts, shards=2, workers=2, progress=False) == 6  # 2 per stage
+    assert prepare_corpus(opts, shards=2, workers=2, progress=False) == 0  # already there
+    serial = Corpus(tmp_path / "b", corpus_config(_opts(tmp_path / "b"), opts.stages[1], 1))
     for k in range(2):
         serial.shard(k)
         for name in ("items.jsonl", f"images/{3 * k:08d}.png"):
-            a = (tmp_path / "a" / "corpus" / f"shard-{k:05d}" / name).read_bytes()
+            a = (tmp_path / "a" / "stage-2-ground" / "corpus" / f"shard-{k:05d}" / name).read_bytes()
             assert a == (serial.shard_dir(k) / name).read_bytes()
 
 
@@ -171,13 +231,16 @@ def test_micro_batches_group_by_length_within_the_budget():
 
 
 def test_length_grouped_micro_batches_give_the_same_gradients(tmp_path):
-    from trimpi.train.pretrain import Trainer
+    from trimpi.train.perception import PerceptionHead, existence_labels
+    from trimpi.train.pretrain import StageTrainer, build_model
 
     def grads(max_chars):
-        trainer = Trainer(_opts(tmp_path / "g", max_batch_chars=max_chars, batch_size=4), torch.device("cpu"))
-        items = trainer.batch_items()
-        parts = trainer.backward(items)
-        return parts, [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+        opts = _opts(tmp_path / "g", max_batch_chars=max_chars)
+        model, processor = build_model(opts)
+        head = PerceptionHead(TINY.hidden, len(existence_labels()))
+        trainer = StageTrainer(opts, 2, model, processor, head, torch.device("cpu"), tmp_path / "g")
+        parts = trainer.backward(trainer.batch_items())
+        return parts, [p.grad.clone() for p in trainer.params if p.grad is not None]
 
     whole, g_whole = grads(10**9)
     split_parts, g_split = grads(1)  # one item per micro-batch

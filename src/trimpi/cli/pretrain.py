@@ -14,26 +14,36 @@ app = typer.Typer(help="Pretrain the micro base shipped with trimpi, and export 
 Out = Annotated[Path, typer.Option(help="Run directory (corpus shards + checkpoint); rerun to continue.")]
 
 
+def parse_stage_steps(values: list[str] | None) -> dict[str, int]:
+    """--steps vision=2000 --steps follow=1200 → {"vision": 2000, "follow": 1200} (one-line errors)."""
+    out = {}
+    for value in values or []:
+        name, _, count = value.partition("=")
+        if not name or not count.strip().isdigit():
+            raise typer.BadParameter(f"--steps {value!r}: expected STAGE=N, e.g. vision=2000")
+        out[name.strip()] = int(count)
+    return out
+
+
 @app.command("micro-base")
 def micro_base(
     out: Out,
     hours: Annotated[float | None, typer.Option(help="Stop this chunk after H hours (checkpointed); rerun to go "
                                                      "on.")] = None,
-    steps: Annotated[int, typer.Option(help="Total optimizer steps of the run.")] = 1000,
-    batch_size: Annotated[int, typer.Option(help="Items per step.")] = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine to 10 %).")] = 1e-3,
+    steps: Annotated[list[str] | None, typer.Option(help="STAGE=N: a stage's optimizer steps (repeatable; stages: "
+                                                         "vision, ground, follow, joint).")] = None,
     seed: Annotated[int, typer.Option(help="Corpus, tokenizer and initialisation seed.")] = 0,
     exclude: Annotated[list[Path] | None, typer.Option(help="Dataset directory whose scenes and policy trees the "
                                                             "corpus must not contain (repeatable).")] = None,
-    image_size: Annotated[int, typer.Option(help="Model input edge in pixels.")] = 224,
-    patch_size: Annotated[int, typer.Option(help="Vision patch size.")] = 14,
-    scale_factor: Annotated[int, typer.Option(help="Pixel-shuffle factor.")] = 2,
+    family: Annotated[str, typer.Option(help="idefics3 (SigLIP eye; the shipped base) or fast_vlm (ConvNeXt eye; "
+                                             "HF engine only).")] = "idefics3",
+    image_size: Annotated[int, typer.Option(help="idefics3: the eye's (square) input edge in pixels.")] = 112,
+    eye_width: Annotated[int, typer.Option(help="fast_vlm: eye input width in pixels (a multiple of 32).")] = 160,
+    eye_height: Annotated[int, typer.Option(help="fast_vlm: eye input height in pixels (a multiple of 32).")] = 128,
     hidden: Annotated[int, typer.Option(help="Text width.")] = 256,
     layers: Annotated[int, typer.Option(help="Text depth.")] = 4,
-    heads: Annotated[int, typer.Option(help="Text attention heads (head_dim >= 32).")] = 8,
-    vision_hidden: Annotated[int, typer.Option(help="Vision width.")] = 192,
-    vision_layers: Annotated[int, typer.Option(help="Vision depth.")] = 6,
-    vision_heads: Annotated[int, typer.Option(help="Vision attention heads (head_dim >= 32).")] = 6,
+    heads: Annotated[int, typer.Option(help="Text attention heads.")] = 8,
+    force: Annotated[bool, typer.Option(help="Go on past a missed stage gate (the model card records it).")] = False,
     dtype: Annotated[str, typer.Option(help="auto (bf16 autocast on AMX/AVX512-BF16 CPUs and bf16 GPUs), float32 "
                                             "or bfloat16.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -42,34 +52,37 @@ def micro_base(
     stop_after: Annotated[int | None, typer.Option(help="Stop after N steps in this run (smoke runs).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Pretrain (or continue pretraining) the micro base in OUT."""
-    from trimpi.train.pretrain import Architecture, PretrainOptions, run_pretrain
+    """Pretrain (or continue pretraining) the micro base in OUT, stage by stage."""
+    from trimpi.train.pretrain import STAGES, Architecture, PretrainOptions, run_pretrain, with_stage_steps
 
-    arch = Architecture(image_size=image_size, patch_size=patch_size, scale_factor=scale_factor, hidden=hidden,
-                        layers=layers, heads=heads, kv_heads=heads, vision_hidden=vision_hidden,
-                        vision_layers=vision_layers, vision_heads=vision_heads)
-    arch.check()
-    opts = PretrainOptions(out=str(out), arch=arch, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                           exclude=tuple(str(p) for p in exclude or ()), hours=hours, dtype=dtype, device=device,
-                           data_workers=data_workers, save_minutes=save_minutes, stop_after=stop_after,
-                           progress=progress)
-    print(json.dumps(run_pretrain(opts), indent=2))
+    arch = Architecture(family=family, image_size=image_size, eye_width=eye_width, eye_height=eye_height,
+                        hidden=hidden, layers=layers, heads=heads, kv_heads=heads)
+    opts = PretrainOptions(out=str(out), arch=arch, stages=with_stage_steps(STAGES, parse_stage_steps(steps)),
+                           seed=seed, exclude=tuple(str(p) for p in exclude or ()), hours=hours, force=force,
+                           dtype=dtype, device=device, data_workers=data_workers, save_minutes=save_minutes,
+                           stop_after=stop_after, progress=progress)
+    result = run_pretrain(opts)
+    print(json.dumps(result, indent=2, default=str))
+    if result["stopped"]:
+        print(result["stopped"])
+        if "MISSED" in result["stopped"]:
+            raise typer.Exit(1)
 
 
 @app.command("corpus")
 def corpus(
     out: Out,
-    shards: Annotated[int, typer.Option(help="Shards to write (512 items each).")],
+    shards: Annotated[int, typer.Option(help="Shards to write per stage (512 items each).")],
     workers: Annotated[int, typer.Option(help="Processes.")] = 2,
     seed: Annotated[int, typer.Option(help="The run's seed.")] = 0,
     exclude: Annotated[list[Path] | None, typer.Option(help="As for micro-base (must match the run).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Write a run's first corpus shards in parallel (the same files the run would write itself)."""
+    """Write a run's first corpus shards of every stage in parallel (the files the run would write itself)."""
     from trimpi.train.pretrain import PretrainOptions, prepare_corpus
 
     opts = PretrainOptions(out=str(out), seed=seed, exclude=tuple(str(p) for p in exclude or ()))
-    print(f"{out}/corpus: {prepare_corpus(opts, shards, workers, progress)} shards written")
+    print(f"{out}: {prepare_corpus(opts, shards, workers, progress)} shards written")
 
 
 @app.command("export")
@@ -85,8 +98,10 @@ def export(
     from trimpi.train.pretrain import export_run, run_progress
 
     done = run_progress(run)
-    if if_finished and done["step"] < done["steps"]:
-        print(f"{run}: step {done['step']} of {done['steps']}; rerun the pretraining to continue, then export")
+    if if_finished and not done["finished"]:
+        todo = next(s for s in done["stages"] if not s["done"])
+        print(f"{run}: stage {todo['stage']} at step {todo['step']} of {todo['steps']}; rerun the pretraining to "
+              "continue, then export")
         return
 
     manifest = export_run(run, to, read_json(measured) if measured else None, allow_unfinished)

@@ -94,9 +94,8 @@ def item_kind(cfg: CorpusConfig, rng: np.random.Generator) -> str:
     return kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
 
 
-def draw_scene(cfg: CorpusConfig, index: int, excl: split.Exclusions):
-    """(varied PIL image, scene graph in the image's frame) of item `index`; excluded layouts are redrawn."""
-    from trimpi.data.clevr.render import render_numpy
+def draw_layout(cfg: CorpusConfig, index: int, excl: split.Exclusions) -> tuple[dict, int, int]:
+    """(scene graph, width, height) of item `index` before rendering; excluded layouts are redrawn."""
     from trimpi.data.clevr.scene import sample_scene
 
     rng = split.rng_for(split.SCENE, cfg.seed, index)
@@ -106,9 +105,16 @@ def draw_scene(cfg: CorpusConfig, index: int, excl: split.Exclusions):
         n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
         scene = sample_scene(rng, width, height, f"{index:08d}.png", index, "pretrain", n, n, pixels)
         if split.scene_key(scene["objects"]) not in excl.scenes:
-            break
-    img = render_numpy(scene, width, height)[0]
-    return augment(img, scene, split.rng_for(split.AUGMENT, cfg.seed, index))
+            return scene, width, height
+
+
+def draw_scene(cfg: CorpusConfig, index: int, excl: split.Exclusions):
+    """(varied PIL image, scene graph in the image's frame) of item `index`."""
+    from trimpi.data.clevr.render import render_numpy
+
+    scene, width, height = draw_layout(cfg, index, excl)
+    img, ids = render_numpy(scene, width, height)
+    return augment(img, scene, split.rng_for(split.AUGMENT, cfg.seed, index), ground=ids < 0)
 
 
 def draw_policy(rng: np.random.Generator, depth: int, variant: str, excl: split.Exclusions,

@@ -2,8 +2,10 @@
 
 ClevrPolicy policy documents of every variant and depth with gold traces (full and compact)
 and direct answers, override notes, GTAPolicy's tool policy (and its override), general and
-perception questions, captions. Drawn from the pretraining seed space (`split`), so it holds no
-evaluation policy name.
+perception questions, captions, and general English prose (the docstrings of Python's built-ins, so
+that the merges also cover words no generated text uses). Drawn from the pretraining seed space
+(`split`), so it holds no evaluation policy name. The tokenizer is byte-level: any text, in any
+language, encodes without retraining it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ def random_objects(rng: np.random.Generator) -> list[dict]:
             for _ in range(int(rng.integers(1, 11)))]
 
 
+def general_texts() -> list[str]:
+    """General English prose available offline on every machine: the docstrings of Python's built-ins."""
+    import builtins
+
+    docs = (getattr(builtins, name).__doc__ for name in sorted(dir(builtins)) if not name.startswith("_"))
+    return [line.strip() for doc in docs if doc for line in doc.splitlines() if len(line.strip()) > 20]
+
+
 def tokenizer_texts(seed: int = 0, policies: int = 300) -> list[str]:
     """Lines to train the base's BPE on: `policies` policies per (variant, depth), plus fixed texts."""
     from trimpi.data.clevr.build import boxed, query_text
@@ -34,7 +44,7 @@ def tokenizer_texts(seed: int = 0, policies: int = 300) -> list[str]:
 
     excl = split.Exclusions()
     out = [policy_text(), policy_text(override=True), CAPTION_PROMPT, GENERAL_INSTRUCTION, *QUESTIONS]
-    out += caption_vocabulary()
+    out += caption_vocabulary() + general_texts()
     for variant in "TM":
         for depth in DEPTHS:
             for i in range(policies):
