@@ -81,3 +81,47 @@ def test_pretraining_learns_a_separable_task_and_leaves_the_text_tower():
     assert result["probe_policy_accuracy"] == 1.0 and result["probe_policy_records"] == 2
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved and all(is_vision_parameter(n) for n in moved)
+
+
+def _obj(x, y, **attrs):
+    return {**RED, **attrs, "pixel_coords": [x, y, 10.0]}
+
+
+def test_cell_targets_mark_the_centre_cell_and_leave_out_its_neighbours():
+    from trimpi.train.perception import cell_targets
+
+    labels = [(("color", "red"),), (("color", "blue"),)]
+    # a 4×2 grid over a 40×20 image: cells are 10×10; red at column 0 row 0, blue at column 3 row 1
+    target, keep, counts = cell_targets([_obj(5, 5), _obj(35, 15, color="blue")], labels, (40, 20), (4, 2))
+    assert target[:, 0].tolist() == [1, 0, 0, 0, 0, 0, 0, 0] and target[:, 1].tolist() == [0, 0, 0, 0, 0, 0, 0, 1]
+    # red's neighbours (columns 0-1, rows 0-1) are left out for "red" only; the far cells stay negatives
+    assert keep[:, 0].tolist() == [1, 0, 1, 1, 0, 0, 1, 1]
+    assert keep[:, 1].tolist() == [1, 1, 0, 0, 1, 1, 0, 1]
+    assert counts.tolist() == [1, 0, 0, 0, 0, 0, 0, 1]
+    assert target.amax(0).tolist() == existence_targets([_obj(5, 5), _obj(35, 15, color="blue")], labels)
+
+
+def test_balanced_loss_gains_nothing_from_answering_the_prior():
+    from trimpi.train.perception import balanced_bce
+
+    targets = torch.tensor([[1.0]] * 9 + [[0.0]])  # present in 90 % of scenes
+    prior = torch.tensor([0.9])
+    always_yes = torch.full((10, 1), 4.0)
+    never_yes = torch.full((10, 1), -4.0)
+    plain = torch.nn.functional.binary_cross_entropy_with_logits
+    assert plain(always_yes, targets) < plain(never_yes, targets)  # plain BCE rewards the prior
+    assert balanced_bce(always_yes, targets, prior) == pytest.approx(balanced_bce(never_yes, targets, prior).item())
+
+
+def test_auc_and_metrics_per_kind_by_hand():
+    from trimpi.train.perception import auc, perception_metrics
+
+    truth = torch.tensor([[1.0], [1.0], [0.0], [0.0]])
+    assert auc(torch.tensor([[0.9], [0.2], [0.5], [0.1]]), truth) == [0.75]  # 3 of 4 pairs ordered
+    assert auc(torch.tensor([[1.0], [1.0], [1.0], [1.0]]), truth) == [0.5]  # ties count half
+    labels = [(("color", "red"),), (("shape", "cube"),), (("color", "red"), ("shape", "cube"))]
+    targets = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    scores = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]])
+    m = perception_metrics(scores, targets, labels)
+    assert m["color"] == 1.0 and m["shape"] == pytest.approx(0.75) and m["pair"] == 1.0
+    assert m["single"] == pytest.approx(0.875) and m["weakest"] == "shape=cube: 0.750" and m["images"] == 4

@@ -13,6 +13,7 @@ policy conditions ask.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -60,6 +61,19 @@ def cell_of(obj: dict, image_size: tuple[int, int], grid: tuple[int, int]) -> in
     return row * cols + col
 
 
+@functools.lru_cache(maxsize=None)
+def _object_labels(attributes: tuple[tuple[str, str], ...], labels: tuple) -> torch.Tensor:
+    """[n_labels] 0/1: the labels one object with these attribute values matches."""
+    return torch.tensor(existence_targets([dict(attributes)], labels))
+
+
+def object_label_rows(objects: Sequence[dict], labels: Sequence[Label]) -> torch.Tensor:
+    """[n_objects, n_labels] 0/1: the labels each object matches (an image's targets are their maximum)."""
+    key = tuple(labels)
+    rows = [_object_labels(tuple((a, o[a]) for a in ATTRIBUTE_VALUES), key) for o in objects]
+    return torch.stack(rows) if rows else torch.zeros(0, len(labels))
+
+
 def cell_targets(objects: Sequence[dict], labels: Sequence[Label], image_size: tuple[int, int],
                  grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dense targets of one image: (labels [cells, n_labels], keep [cells, n_labels], counts [cells]).
@@ -70,14 +84,14 @@ def cell_targets(objects: Sequence[dict], labels: Sequence[Label], image_size: t
     cols, rows = grid
     target = torch.zeros(rows * cols, len(labels))
     counts = torch.zeros(rows * cols)
-    for obj in objects:
+    for obj, matches in zip(objects, object_label_rows(objects, labels), strict=True):
         cell = cell_of(obj, image_size, grid)
         counts[cell] += 1
-        target[cell] += torch.tensor(existence_targets([obj], labels))
-    target = target.clamp(max=1)
-    near = torch.nn.functional.max_pool2d(target.T.reshape(1, len(labels), rows, cols), 3, 1, 1)
-    near = near.reshape(len(labels), rows * cols).T
-    keep = 1 - (near - target)
+        target[cell] = torch.maximum(target[cell], matches)
+    grid_view = target.reshape(rows, cols, len(labels))
+    padded = torch.nn.functional.pad(grid_view, (0, 0, 1, 1, 1, 1))
+    near = torch.stack([padded[dy:dy + rows, dx:dx + cols] for dy in range(3) for dx in range(3)]).amax(0)
+    keep = 1 - (near.reshape(rows * cols, len(labels)) - target)
     return target, keep, counts
 
 

@@ -132,13 +132,13 @@ ALL_MIX = {"exist": 0.2, "count": 0.05, "object": 0.1, "caption": 0.05, "general
 # call tools and to answer general questions; (d) a short pass over everything, the eye included.
 SMALL_SIZES = ((160, 120), (224, 168))
 STAGES = (
-    Stage("vision", steps=3000, trains="vision", mix={"exist": 1.0}, lr=1.5e-3, batch_size=32, lm_weight=0.0,
+    Stage("vision", steps=2000, trains="vision", mix={"exist": 1.0}, lr=1.5e-3, batch_size=32, lm_weight=0.0,
           perception_weight=1.0, sizes=((160, 120),), gate="head_perception", target=0.97),
-    Stage("ground", steps=800, trains="language", mix=PERCEPTION_MIX, lr=1e-3, batch_size=32, sizes=SMALL_SIZES,
+    Stage("ground", steps=600, trains="language", mix=PERCEPTION_MIX, lr=1e-3, batch_size=32, sizes=SMALL_SIZES,
           gate="lm_perception", target=0.02),
-    Stage("follow", steps=1000, trains="language", mix=FOLLOW_MIX, lr=1e-3, batch_size=16, sizes=SMALL_SIZES,
+    Stage("follow", steps=800, trains="language", mix=FOLLOW_MIX, lr=1e-3, batch_size=16, sizes=SMALL_SIZES,
           gate="in_context", target=0.8),
-    Stage("joint", steps=300, trains="all", mix=ALL_MIX, lr=2e-4, batch_size=16, perception_weight=0.5,
+    Stage("joint", steps=200, trains="all", mix=ALL_MIX, lr=2e-4, batch_size=16, perception_weight=0.5,
           sizes=SMALL_SIZES, gate="in_context", target=0.8),
 )
 

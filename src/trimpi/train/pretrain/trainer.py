@@ -26,6 +26,7 @@ from trimpi.train.perception import (
     image_token_features,
     is_vision_parameter,
     label_prior,
+    object_label_rows,
     perception_loss,
 )
 from trimpi.train.pretrain.options import PretrainOptions, Stage, compute_dtype, options_dict, schedule
@@ -176,7 +177,7 @@ class StageTrainer:
         inputs = {k: v.to(self.device) for k, v in image_inputs(self.processor, images).items()}
         with self.autocast():
             scores, rates = self.head(image_token_features(self.model, inputs))
-        targets = torch.tensor([existence_targets(it["objects"], self.labels) for it in items], device=self.device)
+        targets = torch.stack([object_label_rows(it["objects"], self.labels).amax(0) for it in items]).to(self.device)
         dense = [cell_targets(it["objects"], self.labels, im.size, self.grid) for it, im in zip(items, images,
                                                                                                strict=True)]
         cells, keep, counts = (torch.stack(list(x)).to(self.device) for x in zip(*dense, strict=True))
