@@ -19,6 +19,7 @@ import torch
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (make setup installs it)")
 
 from test_rl_fixtures import make_dataset, tiny_model  # noqa: E402
+from trimpi.data.io import mark_owned  # noqa: E402
 from trimpi.models import save_checkpoint  # noqa: E402
 
 TESTS = Path(__file__).parent
@@ -60,6 +61,7 @@ def test_rl_under_zero_resumes_to_the_uninterrupted_weights(start, tmp_path, con
 
     resumed = tmp_path / "resumed"  # what a run killed after step 2 leaves: its checkpoint
     shutil.copytree(saved, resumed / "checkpoints" / "checkpoint-2")
+    mark_owned(resumed, "train rl")  # the killed run had marked its --out as its own
     res = train_rl(config, data, base, resumed)
     assert "resuming from checkpoint-2 (step 2 of 4)" in res.stdout + res.stderr
     steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]

@@ -106,11 +106,12 @@ def test_the_vllm_flags_of_rl_and_eval_reach_their_options(dataset, tmp_path, mo
 @pytest.mark.parametrize("enforce_eager", [True, False])
 def test_a_vllm_server_is_started_eager_or_compiled_as_asked(monkeypatch, tmp_path, enforce_eager):
     started = {}
-    monkeypatch.setattr(vllm_server.subprocess, "Popen", lambda args, **kw: started.setdefault("args", args))
+    monkeypatch.setattr(vllm_server.subprocess, "Popen",
+                        lambda args, **kw: started.setdefault("args", args) and SimpleNamespace(pid=0))
     monkeypatch.setattr(vllm_server, "default_max_model_len", lambda model: 4096)
     server = object.__new__(vllm_server.VLLMServerEngine)
     server.options = vllm_engine.VLLMOptions(mode="server", enforce_eager=enforce_eager)
-    server.workdir, server.host, server.port = tmp_path, "127.0.0.1", 1
+    server.workdir, server.host, server.port, server.api_key = tmp_path, "127.0.0.1", 1, "key"
     model = SimpleNamespace(parameters=lambda: iter([torch.zeros(1)]))
     server._spawn(model, seed=0)
     server.log.close()

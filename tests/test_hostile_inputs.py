@@ -303,9 +303,9 @@ def eval_into_user_folder(tmp):
 
 
 def eval_out_is_its_model(tmp):
-    m = model_dir(tmp, mark=True)
+    m = model_dir(tmp)  # a downloaded model: not trimpi's output
     return Case(["eval", "--model", str(m), "--data", str(dataset_dir(tmp)), "--out", str(m)],
-                r"an input of this command \(--model\)")
+                r"not empty and not written by trimpi")
 
 
 def _locked(cmd: list[str]) -> Callable:

@@ -67,6 +67,10 @@ def test_stale_files_of_dead_trainers_are_swept(tmp_path):
     leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(stale)],
                                 start_new_session=True)  # a server still running from it
     (stale / SERVER_PID).write_text(f"{leftover.pid}\n")
+    cmdline = Path(f"/proc/{leftover.pid}/cmdline")
+    deadline = time.monotonic() + 20
+    while str(stale) not in cmdline.read_bytes().decode() and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the child has exec'd (its command line names the folder)
     mine = tmp_path / f"trimpi-vllm-engine-{os.getpid()}-efgh"
     mine.mkdir()
     other = tmp_path / "trimpi-vllm-1a2b3c"  # an older name without an owner: left alone

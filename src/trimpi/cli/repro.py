@@ -23,18 +23,17 @@ def repro(
     from trimpi.errors import ConfigError
     from trimpi.pipeline import repro as rp
 
-    from trimpi.cli.safety import local_inputs
     from trimpi.data.io import claim_output, mark_owned
 
     cfg = rp.load_repro(config)
     target = out or Path("runs") / cfg.name
-    claim_output(target, inputs=local_inputs(config=config))
-    target.mkdir(parents=True, exist_ok=True)
-    mark_owned(target, "repro")
     if jobs < 1:
         raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
     if seed is not None and seed not in cfg.seeds:
         raise ConfigError(f"--seed: {seed} is not one of the config's seeds {cfg.seeds}")
+    claim_output(target)
+    target.mkdir(parents=True, exist_ok=True)
+    mark_owned(target, "repro")
     if base_only:
         for s in [seed] if seed is not None else cfg.seeds:
             record = rp.run_base(cfg, target, s, progress, typer.echo)

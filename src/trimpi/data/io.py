@@ -233,17 +233,17 @@ def inside(root: str | Path, rel: str, where: str, base: str | Path | None = Non
 def claim_output(out: str | Path, overwrite: bool = False, inputs: dict[str, Any] | None = None) -> Path:
     """The checks of every command that writes directory `out`, before it writes; its resolved path.
 
-    `out` must be a directory (or not exist), must not hold an input of the same command (`inputs`:
-    {flag: path or paths}), and, when not empty, must be trimpi's own (`is_owned`): a folder of other
-    files is refused, with or without --overwrite. `--overwrite` never replaces the working directory
-    or a parent of it. Nothing is written or deleted here."""
+    `out` must be a directory (or not exist) and, when not empty, trimpi's own (`is_owned`): a folder
+    of other files is refused, with or without --overwrite. `--overwrite` never replaces the working
+    directory, a parent of it, or a directory holding an input of the same command (`inputs`: {flag:
+    path or paths}). Nothing is written or deleted here."""
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise TrimpiError(f"{out}: exists and is not a directory")
     if overwrite and _inside(Path.cwd().resolve(), out):
         raise TrimpiError(f"{out}: is the working directory or a parent of it; --overwrite never replaces those "
                           "(choose another --out)")
-    for flag, paths in (inputs or {}).items():
+    for flag, paths in (inputs or {}).items() if overwrite else ():
         for path in paths if isinstance(paths, list | tuple) else [paths]:
             if path is not None and _inside(Path(path).resolve(), out):
                 raise TrimpiError(f"{out}: holds {path}, an input of this command ({flag}); choose another --out")
