@@ -3,6 +3,8 @@ what each stage trains, gates, untrusted checkpoints, dtype choice."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -171,6 +173,10 @@ def test_resume_with_other_options_is_refused(tmp_path):
         export_run(tmp_path / "r", tmp_path / "base")
     with pytest.raises(ConfigError, match="other options.*seed"):
         run_pretrain(_opts(tmp_path / "r", seed=3))
+    with pytest.raises(ConfigError, match="other options.*stages already started"):
+        run_pretrain(_opts(tmp_path / "r", stages=_stages(steps=3)))
+    fewer = _stages()[:1] + tuple(dataclasses.replace(s, steps=1) for s in _stages()[1:])
+    assert run_pretrain(_opts(tmp_path / "r", stages=fewer))["finished"]  # stages not started yet may change
 
 
 def test_a_crafted_checkpoint_is_refused_without_running_it(tmp_path):

@@ -41,12 +41,17 @@ def stage_folder(out: Path, index: int, name: str) -> Path:
 
 
 def check_same_options(out: Path, opts: PretrainOptions) -> None:
-    """Write DIR/run.json, or refuse options that differ from the ones the run was started with."""
+    """Write DIR/run.json, or refuse options that differ from the ones the run was started with. A stage
+    that has not started yet may change (more or fewer steps, another gate); one that has, may not."""
     path = out / RUN_FILE
     mine = options_dict(opts)
     if path.is_file():
         saved = read_json(path)
-        changed = sorted(k for k in mine if k not in RUN_CONTROLS and saved.get(k) != mine[k])
+        changed = sorted(k for k in mine if k not in (*RUN_CONTROLS, "stages") and saved.get(k) != mine[k])
+        started = [k for k, s in enumerate(saved["stages"]) if stage_folder(out, k, s["name"]).exists()]
+        if [saved["stages"][k] for k in started] != [mine["stages"][k] if k < len(mine["stages"]) else None
+                                                    for k in started]:
+            changed.append("stages (of stages already started)")
         if changed:
             raise ConfigError(f"{out}: the run there was started with other options ({', '.join(changed)}); use "
                               "the same options or another --out")
