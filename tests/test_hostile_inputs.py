@@ -383,7 +383,30 @@ def recipe_key_misspelled(tmp):
     return Case(["run", str(recipe), "--dry-run"], r"modle: unknown key \(did you mean 'model'\?\)")
 
 
+def dataset_absolute_image_at_eval(tmp):
+    secret = write_png(tmp / "private" / "me.png")
+    d = dataset_dir(tmp, images=[str(secret)])
+    return Case(["eval", "--model", "micro", "--data", str(d), "--out", str(tmp / "ev")],
+                r"test.jsonl:1: field 'images': .* is an absolute path", out=tmp / "ev")
+
+
+def dataset_absolute_scene_at_train(tmp):
+    d = dataset_dir(tmp, scene="/etc/passwd")
+    return Case(["train", "sft", "--data", str(d), "--model", "micro", "--out", str(tmp / "o"), "--target", "answer"],
+                r"train.jsonl:1: field 'scene': '/etc/passwd' is an absolute path", out=tmp / "o")
+
+
+def teacher_gets_only_images(tmp):
+    (tmp / "secret.txt").write_text("AWS_SECRET_ACCESS_KEY=abc\n")
+    d = dataset_dir(tmp, images=["images/leak.png"])
+    (d / "images" / "leak.png").symlink_to(tmp / "secret.txt")  # a link the dataset ships, pointing out
+    return Case(["data", "cot", "--data", str(d), "--teacher", "http://127.0.0.1:9/v1", "--out",
+                 str(tmp / "cot" / "t.jsonl"), "--no-progress"], r"leak.png: not sent to the endpoint: not a readable "
+                r"image", out=tmp / "cot")
+
+
 CASES: dict[str, Callable] = {f.__name__: f for f in [
+    dataset_absolute_image_at_eval, dataset_absolute_scene_at_train, teacher_gets_only_images,
     integer_answer_in_train_jsonl, null_response_in_train_jsonl, choice_answer_outside_options,
     recipe_key_misspelled,
     code_from_row_under_python_m, code_from_row_installed_module, code_from_row_on_pythonpath,

@@ -42,6 +42,20 @@ REQUIRED_FIELDS = ("id", "task", "images", "query", "answer", "response")
 TEXT_FIELDS = ("id", "task", "query", "answer", "response")
 
 
+PATH_FIELDS = ("images", "scene", "policy_path")
+
+
+def check_relative_paths(row: dict[str, Any], where: str) -> None:
+    """A record names its files relative to its dataset (`trimpi.trust`): an absolute path (a downloaded
+    dataset pointing at ~/.ssh or /etc) is a one-line error naming the field."""
+    for key in PATH_FIELDS:
+        value = row.get(key)
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, str) and (path.startswith(("/", "~", "\\")) or ":" in path[:3]):
+                raise DataError(f"{where}: field '{key}': {path!r} is an absolute path; a dataset names its files "
+                                "relative to its own folder")
+
+
 @dataclass
 class Record:
     id: str
@@ -74,6 +88,7 @@ class Record:
         for key in TEXT_FIELDS:  # a number or null would be trained on as the text "3" or "None"
             if not isinstance(row[key], str):
                 raise DataError(f"{where}: field '{key}' must be text, got {json.dumps(row[key])[:40]}")
+        check_relative_paths(row, where)
         if row.get("answer_type") is not None:
             try:
                 parse_answer_type(row["answer_type"], row["task"])

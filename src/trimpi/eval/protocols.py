@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trimpi.data.io import iter_jsonl, numbered_jsonl
+from trimpi.data.schema import check_relative_paths
 from trimpi.errors import ConfigError, DataError
 
 
@@ -155,6 +156,7 @@ def check_records(path: Path, with_policy: bool = False) -> None:
             if not (root / image).is_file():
                 raise DataError(f"{path}:{line}: field 'images': {os.path.normpath(root / image)} not found")
         check_code(row.get("answer_type"), f"{path}:{line}: field 'answer_type':")
+        check_relative_paths(row, f"{path}:{line}")
         if with_policy:
             policy = row.get("policy_path")
             if not isinstance(policy, str) or not policy:

@@ -47,9 +47,16 @@ def is_url(spec: str) -> bool:
 
 
 def _data_url(path: str) -> str:
+    """The image file as a data URL; a file that is not a decodable image is never sent (a dataset could name
+    any readable file)."""
+    from trimpi.data.io import image_problem
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: image file not found")
+    problem = image_problem(p)
+    if problem:
+        raise DataError(f"{p}: not sent to the endpoint: not a readable image ({problem})")
     mime = mimetypes.guess_type(p.name)[0] or "image/png"
     return f"data:{mime};base64,{base64.b64encode(p.read_bytes()).decode()}"
 
