@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from trimpi.data.clevr.existence import existence_labels, existence_targets
-from trimpi.models.tiny import ConvEye, TinySize, build_fastvlm, build_idefics3, DEFAULT_TEXTS
+from trimpi.models.tiny import DEFAULT_TEXTS, ConvEye, TinySize, build_fastvlm, build_idefics3
 from trimpi.models.tokenizer import train_bpe_tokenizer
 from trimpi.train.perception import (
     PerceptionHead,

@@ -63,7 +63,7 @@ def table(out: Path, builds: list[str]) -> str:
 
     rows = ["| build | setting | single bal. acc. (min) | pair bal. acc. (min) | in-context | chance | majority "
             "| general questions |", "|---|---|---|---|---|---|---|---|"]
-    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"
     for name in builds:
         perception = out / "eval" / name / "perception" / "scores.json"
         per = json.loads(perception.read_text())["protocols"].get("perception", {}) if perception.is_file() else {}

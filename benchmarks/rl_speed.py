@@ -50,7 +50,7 @@ def build_model(seed: int = 0):
         return model, proc, "Idefics3 256d/4L text, 128d/4L vision (micro-sized, from config)"
 
 
-def time_ours(root, records, prompts, g, length, steps, policy_rollout, tmp):
+def time_ours(root, records, prompts, g, length, steps, policy_rollout, tmp, repeat=0):
     from trimpi.train.rl.config import RLConfig
     from trimpi.train.rl.rewards import RewardSpec
     from trimpi.train.rl.trainer import train_rl
@@ -60,13 +60,13 @@ def time_ours(root, records, prompts, g, length, steps, policy_rollout, tmp):
     cfg = RLConfig(algo="grpo", beta=0.0, policy_rollout=policy_rollout, num_generations=g, prompts_per_step=prompts,
                    max_steps=steps, learning_rate=1e-5, max_completion_length=length,
                    per_device_train_batch_size=prompts * g * (2 if policy_rollout else 1), generation_batch_size=64)
-    train_rl(cfg, model, proc, records, root, Path(tmp) / f"ours-{policy_rollout}",
+    train_rl(cfg, model, proc, records, root, Path(tmp) / f"ours-{policy_rollout}-{repeat}",
              rewards=RewardSpec({"v": lambda c, r: vowels(c)}, {"v": 1.0}),
              on_step=lambda s, row: (times.append(row["step_time"]), lengths.append(row["completions/mean_length"])))
     return times, lengths
 
 
-def time_trl(root, records, prompts, g, length, steps, tmp):
+def time_trl(root, records, prompts, g, length, steps, tmp, repeat=0):
     from datasets import Dataset
     from PIL import Image
     from transformers import TrainerCallback
@@ -86,7 +86,7 @@ def time_trl(root, records, prompts, g, length, steps, tmp):
             if logs and "completions/mean_length" in logs:
                 lengths.append(logs["completions/mean_length"])
 
-    cfg = GRPOConfig(output_dir=str(Path(tmp) / "trl"), per_device_train_batch_size=prompts * g, num_generations=g,
+    cfg = GRPOConfig(output_dir=str(Path(tmp) / f"trl-{repeat}"), per_device_train_batch_size=prompts * g, num_generations=g,
                      max_completion_length=length, max_steps=steps, learning_rate=1e-5, use_cpu=True, bf16=False,
                      beta=0.0, loss_type="dapo", report_to="none", save_strategy="no", logging_steps=1,
                      temperature=1.0, top_k=0, seed=0, dataloader_num_workers=0, disable_tqdm=True)
@@ -149,12 +149,14 @@ def main() -> None:
             res["trl_version"] = trl.__version__
         except ImportError:
             trl = None
-        for _ in range(args.repeats):
-            keep("ours_grpo", *time_ours(root, records, args.prompts, args.g, args.length, args.steps, False, tmp))
+        for repeat in range(args.repeats):  # each repeat trains into its own stage directory
+            keep("ours_grpo", *time_ours(root, records, args.prompts, args.g, args.length, args.steps, False, tmp,
+                                         repeat))
             if trl is not None:
-                keep("trl_grpo", *time_trl(root, records, args.prompts, args.g, args.length, args.steps, tmp))
+                keep("trl_grpo", *time_trl(root, records, args.prompts, args.g, args.length, args.steps, tmp, repeat))
             # PolicyRollout at equal samples per step: G/2 plain + G/2 policy-aware per prompt.
-            keep("ours_poro", *time_ours(root, records, args.prompts, args.g // 2, args.length, args.steps, True, tmp))
+            keep("ours_poro", *time_ours(root, records, args.prompts, args.g // 2, args.length, args.steps, True, tmp,
+                                         repeat))
         for name, (value, mean_len) in best.items():
             res[f"{name}_s_per_step"], res[f"{name}_mean_len"] = value, mean_len
         if trl is not None:

@@ -5,9 +5,16 @@ import torch
 from PIL import Image
 
 from trimpi.models.tiny import FAMILIES, build_tiny
-from trimpi.train.perception import (balanced_accuracy, existence_labels, existence_targets, image_inputs,
-                                     image_token_features, is_vision_parameter, pretrain_vision,
-                                     probe_policy_accuracy)
+from trimpi.train.perception import (
+    balanced_accuracy,
+    existence_labels,
+    existence_targets,
+    image_inputs,
+    image_token_features,
+    is_vision_parameter,
+    pretrain_vision,
+    probe_policy_accuracy,
+)
 
 RED = {"shape": "cube", "color": "red", "size": "small", "material": "rubber"}
 BLUE = {"shape": "sphere", "color": "blue", "size": "large", "material": "metal"}

@@ -132,7 +132,7 @@ def _check_export(tmp_path):
     assert manifest["architecture"]["family"] == "fast_vlm"
     assert manifest["architecture"]["image_tokens"] == TINY.image_tokens
     assert set(manifest["stages"]) == {"vision", "ground", "joint"} and "passed" in manifest["stages"]["vision"]
-    model, processor = load_base(tmp_path / "base")
+    model, _ = load_base(tmp_path / "base")
     state = _state(tmp_path / "straight")["model"]
     for name, value in model.state_dict().items():
         assert torch.equal(value, state[name].to(torch.bfloat16).float()), name

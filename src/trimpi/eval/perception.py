@@ -15,8 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from trimpi.data.clevr.existence import (
     Label,
     existence_labels,
@@ -25,16 +23,11 @@ from trimpi.data.clevr.existence import (
     label_name,
     mean_defined,
 )
-from trimpi.data.clevr.policy import describe
 from trimpi.data.io import read_json
 from trimpi.errors import ConfigError, DataError
+from trimpi.generation.yesno import question, says_yes, yes_margins  # noqa: F401 - re-exported
 
 TARGETS = {"single": 0.97, "pair": 0.93}  # the shipped base's goals (see benchmarks/RESULTS.md)
-
-
-def question(label: Label) -> str:
-    """The label as a policy-condition question: "Is there a large cyan object?"."""
-    return f"Is there {describe(dict(label))}?"
 
 
 def scene_images(dataset: Path, records) -> list[tuple[str, list[dict]]]:
@@ -48,41 +41,6 @@ def scene_images(dataset: Path, records) -> list[tuple[str, list[dict]]]:
     if not out:
         raise DataError(f"{dataset / 'test.jsonl'}: no single-image record with a scene graph (perception needs one)")
     return out
-
-
-def answer_token_ids(tokenizer) -> tuple[int, int]:
-    """First token ids of "Yes." and "No." (they must differ)."""
-    yes, no = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("Yes.", "No."))
-    if yes == no:
-        raise ConfigError("perception: the tokenizer starts 'Yes.' and 'No.' with the same token")
-    return yes, no
-
-
-@torch.no_grad()
-def yes_margins(model, processor, questions: list[tuple[str, str]], batch_size: int = 32,
-                progress: bool = False) -> list[float]:
-    """For (image path, question) pairs: logit of "Yes." minus logit of "No." as the reply's first token."""
-    from tqdm.auto import tqdm
-
-    from trimpi.models.processing import encode, tokenizer_of
-
-    yes, no = answer_token_ids(tokenizer_of(processor))
-    device = next(model.parameters()).device
-    model.eval()
-    out: list[float] = []
-    for i in tqdm(range(0, len(questions), batch_size), desc="perception", disable=not progress):
-        chunk = [[{"role": "user", "content": [{"type": "image", "path": img}, {"type": "text", "text": q}]}]
-                 for img, q in questions[i:i + batch_size]]
-        batch = encode(processor, chunk, add_generation_prompt=True, padding_side="left").to(device)
-        logits = model(**batch).logits[:, -1].float()
-        out += (logits[:, yes] - logits[:, no]).tolist()
-    return out
-
-
-def says_yes(model, processor, questions: list[tuple[str, str]], batch_size: int = 32,
-             progress: bool = False) -> list[bool]:
-    """For (image path, question) pairs: whether "Yes." is the likelier reply."""
-    return [m > 0 for m in yes_margins(model, processor, questions, batch_size, progress)]
 
 
 def perception_scores(predicted: list[list[bool]], objects: list[list[dict]],

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from trimpi.data.clevr.existence import (  # noqa: F401 - existence_labels/targets re-exported
+from trimpi.data.clevr.existence import (
     Label,
     existence_labels,
     existence_targets,
@@ -28,7 +28,6 @@ from trimpi.data.clevr.existence import (  # noqa: F401 - existence_labels/targe
 )
 from trimpi.data.clevr.tree import ATTRIBUTE_VALUES, walk
 from trimpi.errors import ModelError
-
 
 KINDS = tuple(ATTRIBUTE_VALUES)  # attribute kinds, in the order of the single-value labels
 
@@ -61,7 +60,7 @@ def cell_of(obj: dict, image_size: tuple[int, int], grid: tuple[int, int]) -> in
     return row * cols + col
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _object_labels(attributes: tuple[tuple[str, str], ...], labels: tuple) -> torch.Tensor:
     """[n_labels] 0/1: the labels one object with these attribute values matches."""
     return torch.tensor(existence_targets([dict(attributes)], labels))

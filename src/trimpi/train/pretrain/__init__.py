@@ -22,8 +22,8 @@ from trimpi.train.pretrain.run import (
     export_run,
     options_from_run,
     prepare_corpus,
-    run_progress,
     run_pretrain,
+    run_progress,
     stage_folder,
 )
 from trimpi.train.pretrain.trainer import (

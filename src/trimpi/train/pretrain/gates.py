@@ -56,7 +56,7 @@ def head_perception(model, processor, head, items: list[dict]) -> dict:
 def lm_perception(model, processor, head, items: list[dict], progress: bool = False) -> dict:
     """The language model's yes/no perception beside the head's, on the same scenes; "gap" = head − LM
     (balanced accuracy over single values)."""
-    from trimpi.eval.perception import question, yes_margins
+    from trimpi.generation.yesno import question, yes_margins
 
     labels = existence_labels()
     targets = torch.tensor([existence_targets(it["objects"], labels) for it in items])

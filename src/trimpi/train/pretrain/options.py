@@ -203,7 +203,7 @@ def with_stage_steps(stages: tuple[Stage, ...], steps: dict[str, int]) -> tuple[
     """The stages with some step counts replaced (`--steps vision=2000`)."""
     unknown = set(steps) - {s.name for s in stages}
     if unknown:
-        raise ConfigError(f"--steps: unknown stage {sorted(unknown)[0]!r}; stages are "
+        raise ConfigError(f"--steps: unknown stage {min(unknown)!r}; stages are "
                           f"{', '.join(s.name for s in stages)}")
     return tuple(dataclasses.replace(s, steps=steps.get(s.name, s.steps)) for s in stages)
 

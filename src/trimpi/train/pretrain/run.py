@@ -17,6 +17,7 @@ model card records it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def gate_line(stage, result: dict) -> str:
     relation = "<=" if stage.gate == "lm_perception" else ">="
     verdict = "passed" if result["passed"] else "MISSED"
     value = result["gate"]["value"]
-    shown = "n/a" if value is None or value != value else f"{value:.3f}"
+    shown = "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
     return f"stage {stage.name}: {stage.gate} = {shown} (target {relation} {stage.target}) {verdict}"
 
 
@@ -155,13 +156,13 @@ def finish_stage(opts: PretrainOptions, out: Path, stage, trainer: StageTrainer,
                                  progress=opts.progress)
         value = measured["value"]
         result |= {"gate": measured, "target": stage.target, "gate_seconds": round(time.monotonic() - t0, 1),
-                   "passed": value == value and gates.passed(stage.gate, value, stage.target)}
+                   "passed": not math.isnan(value) and gates.passed(stage.gate, value, stage.target)}
     return result
 
 
 def json_safe(value):
     """NaN (a label with one class among the held-out scenes) written as null."""
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
