@@ -1,8 +1,11 @@
 """Rendering benchmark: the numpy ray caster against Blender Cycles (16 spp, denoised) on the same scenes.
 
     python benchmarks/render.py [--scenes 5] [--pool 50] [--blender-python .venv-blender/bin/python] [--record]
+    python benchmarks/render.py --no-blender [--scenes 5] [--pool 50]
 
 Prints a markdown table; with --record, replaces the "Rendering" section of benchmarks/RESULTS.md.
+`--no-blender` times the numpy renderer only (no bpy interpreter needed) and says so in its output;
+it cannot be recorded, since the section's comparison would be missing.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from trimpi.data.clevr import blender_render as br
 from trimpi.data.clevr.render import render_numpy, render_pool
 from trimpi.data.clevr.scene import sample_scene
+from trimpi.errors import TrimpiError
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -93,6 +97,34 @@ def record(section: str) -> None:
     RESULTS.write_text(text)
 
 
+def blender_rows(same: list[dict], width: int, height: int, python: str, out: Path, np_s: float,
+                 np_cpu: float) -> tuple[list[tuple], float]:
+    """The Blender rows of the table and Blender's steady wall seconds per image."""
+    steady, total, cpu = time_blender(same, width, height, python, out)
+    return [("Blender Cycles 16 spp + denoise (steady, between images)", len(same), f"{steady:.2f}", "",
+             f"{steady / np_s:.0f}x slower"),
+            ("Blender Cycles 16 spp + denoise (incl. start-up)", len(same), f"{total:.2f}", f"{cpu:.2f}",
+             f"{total / np_s:.0f}x slower (CPU: {cpu / np_cpu:.0f}x)")], steady
+
+
+def measure(args, width: int, height: int, python: str | None) -> tuple[list[tuple], float | None]:
+    """Every row of the table, and Blender's steady wall s/image (None without Blender)."""
+    batch = scenes(max(args.scenes, args.pool), width, height, args.seed)
+    same = batch[:args.scenes]
+    with tempfile.TemporaryDirectory(prefix="trimpi-bench-") as tmp:
+        np_s, np_cpu = time_numpy(same, width, height)
+        rows = [("numpy ray caster (render only, in process)", args.scenes, f"{np_s:.4f}", f"{np_cpu:.4f}", "1")]
+        bl_steady = None
+        if python is not None:
+            more, bl_steady = blender_rows(same, width, height, python, Path(tmp), np_s, np_cpu)
+            rows += more
+        for workers in (1, 2):
+            wall, cpu = time_pool(batch[:args.pool], width, height, workers, Path(tmp))
+            rows.append((f"numpy render_pool, {workers} worker{'s' if workers > 1 else ''} (render + PNG + write)",
+                         args.pool, f"{wall:.4f}", f"{cpu:.4f}", ""))
+    return rows, (bl_steady / np_s if bl_steady is not None else None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=5, help="scenes rendered by both renderers")
@@ -100,35 +132,28 @@ def main() -> None:
     ap.add_argument("--size", default="320x240")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--blender-python", default=None, help="bpy interpreter (default .venv-blender/bin/python)")
+    ap.add_argument("--no-blender", action="store_true", help="time the numpy renderer only (no bpy needed)")
     ap.add_argument("--record", action="store_true", help="update the Rendering section of benchmarks/RESULTS.md")
     args = ap.parse_args()
+    if args.no_blender and (args.record or args.blender_python):
+        sys.exit("--no-blender leaves Blender out: it takes neither --record nor --blender-python")
     width, height = (int(v) for v in args.size.split("x"))
-    batch = scenes(max(args.scenes, args.pool), width, height, args.seed)
-    same = batch[:args.scenes]
-    python = br.resolve_blender_python(args.blender_python)
-    with tempfile.TemporaryDirectory(prefix="trimpi-bench-") as tmp:
-        np_s, np_cpu = time_numpy(same, width, height)
-        bl_steady, bl_total, bl_cpu = time_blender(same, width, height, python, Path(tmp))
-        pool1 = time_pool(batch[:args.pool], width, height, 1, Path(tmp))
-        pool2 = time_pool(batch[:args.pool], width, height, 2, Path(tmp))
-    rows = [
-        ("numpy ray caster (render only, in process)", args.scenes, f"{np_s:.4f}", f"{np_cpu:.4f}", "1"),
-        ("Blender Cycles 16 spp + denoise (steady, between images)", args.scenes, f"{bl_steady:.2f}", "",
-         f"{bl_steady / np_s:.0f}x slower"),
-        ("Blender Cycles 16 spp + denoise (incl. start-up)", args.scenes, f"{bl_total:.2f}", f"{bl_cpu:.2f}",
-         f"{bl_total / np_s:.0f}x slower (CPU: {bl_cpu / np_cpu:.0f}x)"),
-        ("numpy render_pool, 1 worker (render + PNG + write)", args.pool, f"{pool1[0]:.4f}", f"{pool1[1]:.4f}", ""),
-        ("numpy render_pool, 2 workers (render + PNG + write)", args.pool, f"{pool2[0]:.4f}", f"{pool2[1]:.4f}", ""),
-    ]
+    try:
+        python = None if args.no_blender else br.resolve_blender_python(args.blender_python)
+    except TrimpiError as e:
+        sys.exit(f"{e} (or pass --no-blender to time the numpy renderer only)")
+    rows, speedup = measure(args, width, height, python)
     table = "| renderer | images | wall s / image | CPU s / image | vs numpy (wall) |\n|---|---|---|---|---|\n"
     table += "".join(f"| {' | '.join(str(c) for c in r)} |\n" for r in rows)
     cmd = "python benchmarks/render.py " + " ".join(sys.argv[1:])
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = (f"## Rendering\n\n{width}x{height}, the same {args.scenes} sampled scenes (seed {args.seed}) for both "
-               f"renderers; worker timings over {args.pool} scenes.\n\n- command: `{cmd.strip()}`\n- date: {when}\n"
+    versus = ("- Blender not run (--no-blender): no comparison" if speedup is None else
+              f"- numpy renderer is **{speedup:.0f}x** faster than Blender per image (target >= 50x)")
+    which = "the numpy renderer" if speedup is None else "both renderers"
+    section = (f"## Rendering\n\n{width}x{height}, the same {args.scenes} sampled scenes (seed {args.seed}) for {which}"
+               f"; worker timings over {args.pool} scenes.\n\n- command: `{cmd.strip()}`\n- date: {when}\n"
                f"- machine: {machine()} (a shared machine: wall times include waiting for the CPU; CPU times do not)\n"
-               f"- numpy renderer is **{bl_steady / np_s:.0f}x** faster than Blender per "
-               f"image (target >= 50x)\n\n{table}\n")
+               f"{versus}\n\n{table}\n")
     print(section)
     if args.record:
         record(section)

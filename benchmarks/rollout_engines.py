@@ -7,7 +7,9 @@ engine is started once, outside the timed steps, and synced every step). vLLM ru
 default) and compiled (`enforce_eager=False`: torch.compile, which costs time at start). fp32, CPU.
 
     .venv-vllm/bin/python benchmarks/rollout_engines.py [--presets micro,smol] [--out FILE]
-(run it in .venv-vllm: `make setup-vllm`; `make bench-rollout` does both)
+        [--modes vllm,vllm_compiled] [--prompts P] [--g G] [--length L] [--steps S] [--calls 3]
+(run it in .venv-vllm: `make setup-vllm`; `make bench-rollout` does both). --prompts/--g/--length/--steps
+override every preset's shape (SHAPES) and --modes picks the vLLM columns: a toy-size run for a smoke test.
 """
 
 from __future__ import annotations
@@ -105,35 +107,43 @@ def vllm_engine(model, proc, enforce_eager: bool):
                                                enforce_eager=enforce_eager))
 
 
-def bench(preset: str, tmp: Path) -> dict:
+def shape(preset: str, args) -> tuple[int, int, int, int]:
+    """(prompts, G, completion length, RL steps) of a preset, with the command line's overrides."""
+    given = (args.prompts, args.g, args.length, args.steps)
+    return tuple(v if v is not None else d for v, d in zip(given, SHAPES[preset]))
+
+
+def bench(preset: str, tmp: Path, args) -> dict:
     from test_rl_fixtures import make_dataset
     from trimpi.data.schema import load_records
     from trimpi.generation.engine import HFGenerateEngine
 
-    p, g, length, steps = SHAPES[preset]
+    p, g, length, steps = shape(preset, args)
+    modes = {m: VLLM_MODES[m] for m in args.modes}
     root = make_dataset(tmp / f"data-{preset}", n=16, with_policy_image=True)
     records = load_records(root / "train.jsonl")
     model, proc = load(preset)
     prompts = rollout_prompts(proc, root, records[:p])
     row: dict = {"preset": preset, "prompts": len(prompts), "G": g, "max_completion_length": length,
-                 "params": sum(x.numel() for x in model.parameters())}
+                 "steps": steps, "params": sum(x.numel() for x in model.parameters())}
     row["hf_tokens_per_s"], row["hf_tokens"] = throughput(HFGenerateEngine(model, proc, batch_size=64), prompts, g,
-                                                          length)
-    for column, eager in VLLM_MODES.items():
+                                                          length, args.calls)
+    for column, eager in modes.items():
         start = time.perf_counter()
         engine = vllm_engine(model, proc, eager)
         row[f"{column}_start_s"] = time.perf_counter() - start
         try:
-            row[f"{column}_tokens_per_s"], row[f"{column}_tokens"] = throughput(engine, prompts, g, length)
+            row[f"{column}_tokens_per_s"], row[f"{column}_tokens"] = throughput(engine, prompts, g, length,
+                                                                                args.calls)
             start = time.perf_counter()
             engine.update_weights(model)
             row[f"{column}_weight_sync_s"] = time.perf_counter() - start
         finally:
             engine.close()
-    for column in ("hf", *VLLM_MODES):
+    for column in ("hf", *modes):
         row[f"{column}_rl_step_s"], row[f"{column}_rl_generation_s"], row[f"{column}_rl_completion_tokens"] = (
             rl_step_seconds(preset, column, root, records, p, g, length, steps, tmp))
-    for column in VLLM_MODES:
+    for column in modes:
         row[f"{column}_rollout_speedup"] = row[f"{column}_tokens_per_s"] / row["hf_tokens_per_s"]
         row[f"{column}_rl_step_speedup"] = row["hf_rl_step_s"] / row[f"{column}_rl_step_s"]
     print(json.dumps(row), flush=True)
@@ -144,7 +154,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="micro,smol")
     parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")
+    parser.add_argument("--modes", default=",".join(VLLM_MODES), help="vLLM columns: vllm, vllm_compiled")
+    for name in ("prompts", "g", "length", "steps"):
+        parser.add_argument(f"--{name}", type=int, default=None, help="override every preset's shape")
+    parser.add_argument("--calls", type=int, default=3, help="timed generate calls per throughput column")
     args = parser.parse_args()
+    args.modes = [m for m in args.modes.split(",") if m]
+    if unknown := [m for m in args.modes if m not in VLLM_MODES]:
+        parser.error(f"unknown --modes {','.join(unknown)}; expected some of {','.join(VLLM_MODES)}")
     info = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     import transformers
@@ -153,7 +170,7 @@ def main() -> None:
     info.update(transformers=transformers.__version__, vllm=vllm.__version__)
     print(json.dumps(info), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [bench(preset, Path(tmp)) for preset in args.presets.split(",")]
+        rows = [bench(preset, Path(tmp), args) for preset in args.presets.split(",")]
     if args.out:
         args.out.write_text(json.dumps({"machine": info, "results": rows}, indent=2))
 
