@@ -4,6 +4,7 @@ what each stage trains, gates, untrusted checkpoints, dtype choice."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -175,8 +176,10 @@ def test_resume_with_other_options_is_refused(tmp_path):
         run_pretrain(_opts(tmp_path / "r", seed=3))
     with pytest.raises(ConfigError, match="other options.*stages already started"):
         run_pretrain(_opts(tmp_path / "r", stages=_stages(steps=3)))
-    fewer = _stages()[:1] + tuple(dataclasses.replace(s, steps=1) for s in _stages()[1:])
+    fewer = _stages()[:1] + (dataclasses.replace(_stages()[1], steps=1), dataclasses.replace(_stages()[2], steps=0))
     assert run_pretrain(_opts(tmp_path / "r", stages=fewer))["finished"]  # stages not started yet may change
+    skipped = json.loads((tmp_path / "r" / "stage-3-joint" / "done.json").read_text())
+    assert skipped["steps"] == 0 and "gate" not in skipped  # nothing trained: nothing to measure
 
 
 def test_a_crafted_checkpoint_is_refused_without_running_it(tmp_path):

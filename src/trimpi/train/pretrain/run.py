@@ -138,7 +138,7 @@ def _run(opts: PretrainOptions, out: Path, device: torch.device) -> dict:
         summary["stages"][stage.name] = result
         last_finished = folder
         if opts.progress:
-            print(gate_line(stage, result) if stage.gate else f"stage {stage.name}: done", flush=True)
+            print(gate_line(stage, result) if "gate" in result else f"stage {stage.name}: done", flush=True)
         if not result["passed"] and not opts.force:
             stopped = gate_line(stage, result) + "; rerun with --force to go on anyway"
             break
@@ -150,7 +150,7 @@ def finish_stage(opts: PretrainOptions, out: Path, stage, trainer: StageTrainer,
     """The stage's done.json: its gate measured now, its time and its last losses."""
     result = {"stage": stage.name, "steps": trainer.step, "seconds": round(trainer.seconds, 1),
               "dtype": trainer.dtype, "final_losses": parts, "passed": True}
-    if stage.gate:
+    if stage.gate and trainer.step > 0:  # a stage of 0 steps changed nothing since the last measurement
         t0 = time.monotonic()
         measured = gates.measure(stage.gate, trainer.model, trainer.processor, trainer.head, opts, out,
                                  progress=opts.progress)
