@@ -27,8 +27,8 @@ def write_run(out: Path) -> None:
             "trimpi_grpo_no_cpt": {"label": "TriMPI-GRPO w/o VM-CPT", "model": "rl-d", "eval": "eval-rl",
                                    "chain": ["base-b", "sft-c", "rl-d"]},
         },
-        "steps": [{"id": i, "kind": k, "config": {"k": i}, "inputs": ins, "methods": ["m"], "status": "done"}
-                  for i, k, ins in steps],
+        "steps": [{"id": i, "kind": k, "config": {"k": i, **({"policy_rollout": True} if k == "rl" else {})},
+                   "inputs": ins, "methods": ["m"], "status": "done"} for i, k, ins in steps],
     }
     out.mkdir(parents=True)
     (out / "run.json").write_text(json.dumps(run))

@@ -73,8 +73,9 @@ def plot_accuracy(rows: list[dict[str, Any]], lines: dict[str, float] | None = N
     return None if fig is None else _fig_png(fig)
 
 
-def plot_rewards(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> str | None:
-    """Mean reward per RL step, ordinary vs policy-aware samples, one panel per RL run (base64 PNG)."""
+def plot_rewards(curves: dict[str, dict[str, list[tuple[int, float]]]], start: int | None = None) -> str | None:
+    """Mean reward per RL step, ordinary vs policy-aware samples (two lines under PolicyRollout, one without),
+    one panel per RL run; the first `start` steps of a PolicyRollout run shaded (base64 PNG)."""
     if not curves:
         return None
     plt = _pyplot()
@@ -83,10 +84,15 @@ def plot_rewards(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> str |
         for label, points in series.items():
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
+        aware = series.get("policy-aware") or []
+        if start and aware:
+            first = [s for s, _ in aware[:start]]
+            ax.axvspan(first[0] - 0.5, first[-1] + 0.5, color="#dddddd", zorder=0, label=f"start of RL: {len(first)} steps")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("RL step")
         ax.set_ylabel("mean reward")
         ax.legend(fontsize=8)
+    fig.tight_layout()
     return _fig_png(fig)
 
 

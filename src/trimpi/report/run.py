@@ -7,7 +7,8 @@ than always giving the majority answer only when its 95 % interval clears that l
 and whether it was warmed up, and what the dataset changed in the recipe. Sections: results per method
 (every accuracy with its n and Wilson 95 % interval) with chance, majority and in-context as reference
 lines, accuracy bar chart, per-answer confusion (choice answers), the policy-following base, RL reward
-curves for ordinary vs policy-aware samples, token savings (prefill time flagged when it is timing
+curves for ordinary vs policy-aware samples with each PolicyRollout run's halves compared at the start of RL
+(report.rewards), token savings (prefill time flagged when it is timing
 noise), per-step timings, seeds, versions and configs.
 """
 
@@ -25,10 +26,10 @@ from trimpi.report.baselines import LABELS, majority_answers, reference_lines, t
 from trimpi.report.confusion import method_confusions
 from trimpi.report.html import to_html
 from trimpi.report.plots import plot_accuracy, plot_rewards, plot_savings
+from trimpi.report.rewards import START_STEPS, premise_markdown, reward_curves
 from trimpi.report.stats import clears, fmt_interval
 from trimpi.train.stage import ATTRIBUTE_ACCURACY, EXISTENCE_ACCURACY, VISION_PRETRAINING
 
-CURVES = (("reward/plain", "ordinary"), ("reward/policy", "policy-aware"))
 PLAIN = {  # protocol -> what a user calls it
     "accuracy": "without the policy", "in_context": "with the policy in the prompt",
     "override": "updated policy in the prompt", "policy_in_context": "policy put back in the prompt",
@@ -85,22 +86,6 @@ def efficiency_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "tokens_with_policy", "tokens_without_policy", "token_savings_pct", "prefill_s_with_policy",
                 "prefill_s_without_policy", "prefill_savings_pct", "device")}})
     return out
-
-
-def reward_curves(run: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """For each RL step (named by the methods using it): (step, value) series per curve name. A step
-    logged more than once (a run replayed over the same directory) counts once: its last row."""
-    labels = {}
-    for info in run["methods"].values():
-        for sid in info["chain"]:
-            labels.setdefault(sid, []).append(info["label"])
-    curves = {}
-    for sid, logged in run["rl"].items():
-        rows = sorted({r["step"]: r for r in logged if "step" in r}.values(), key=lambda r: r["step"])
-        name = " / ".join(labels.get(sid, [sid]))
-        curves[name] = {label: [(r["step"], r[key]) for r in rows if key in r and r.get("num_samples", 1)]
-                        for key, label in CURVES}
-    return curves
 
 
 def fmt(value: Any, pct: bool = False) -> str:
@@ -182,8 +167,7 @@ def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None], line
             parts += [f"{label} ({'with the policy in the prompt' if label == 'In-context' else 'without the policy'}):",
                       "", table_md, ""]
     parts += ["", "## Policy-following base", "", base_markdown(run)]
-    parts += ["", "## RL reward: ordinary vs policy-aware samples", ""]
-    parts += ["![reward curves](rewards.png)"] if images.get("rewards") else ["No RL step in this run."]
+    parts += ["", "## RL reward: ordinary vs policy-aware samples", "", *rewards_markdown(run, images)]
     parts += ["", "## Efficiency: prompt tokens and prefill time", ""]
     if eff:
         noisy = prefill_noise(eff)
@@ -212,6 +196,17 @@ def markdown(run: dict[str, Any], rows, eff, images: dict[str, str | None], line
               json.dumps({s["id"]: {"config": s["config"], "inputs": s["inputs"]} for s in run["steps"]},
                          indent=1, sort_keys=True), "```", ""]
     return "\n".join(parts)
+
+
+def rewards_markdown(run: dict[str, Any], images: dict[str, str | None]) -> list[str]:
+    """The reward plot and, for each PolicyRollout run, its halves' mean reward at the start of RL."""
+    if not images.get("rewards"):
+        return ["No RL step in this run."]
+    lines = premise_markdown(reward_curves(run))
+    if not lines:
+        return ["![reward curves](rewards.png)", "", "No RL step used PolicyRollout: no policy-aware samples."]
+    intro = f"PolicyRollout's premise (the start of RL: the first {START_STEPS} logged steps; shaded in the plot):"
+    return ["![reward curves](rewards.png)", "", intro, "", *lines]
 
 
 def judge_sentence(judge: dict[str, Any] | None) -> str:
@@ -332,7 +327,7 @@ def write_report(out: str | Path) -> dict[str, Path]:
     rows = results(run)
     eff = efficiency_rows(rows)
     lines = reference_lines(run)
-    images = {"accuracy": plot_accuracy(rows, lines), "rewards": plot_rewards(reward_curves(run)),
+    images = {"accuracy": plot_accuracy(rows, lines), "rewards": plot_rewards(reward_curves(run), START_STEPS),
               "savings": plot_savings(eff)}
     md = markdown(run, rows, eff, images, lines)
     for name, data in images.items():
