@@ -62,6 +62,7 @@ def test_rerun_skips_and_interrupted_runs_match_uninterrupted(tmp_path):
     run_recipe(recipe, clean, echo=lambda s: None, after=write_report)
     md = (clean / "report.md").read_text()
     assert "CoT SFT" in md and "TriMPI (PoRo-GRPO)" in md and "In-context" in md
+    assert "- TriMPI (PoRo-GRPO): mean reward over steps 1–3, policy-aware " in md  # the planned step's PoRo flag
     html = (clean / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "src=\"http" not in html
     steps = sorted(p.name for p in (clean / "steps").iterdir())
