@@ -136,17 +136,18 @@ def main() -> None:
     for name, args in builds.items():
         if not (a.out / name).is_dir():
             trimpi(args, a.dry_run)
-        if a.build_only or a.dry_run:
+        if a.build_only:
             continue
-        first = settings(a.out / name)[0]
+        built = settings(a.out / name) if (a.out / name).is_dir() else [a.out / name / "SETTING"]  # dry run
+        first = built[0]
         common = ["eval", "--model", a.model, "--max-new-tokens", "320", "--no-progress"]
         trimpi([*common, "--data", str(first), "--out", str(a.out / "eval" / name / "perception"),
                 "--protocols", "perception"], a.dry_run)
-        for setting in settings(a.out / name):
+        for setting in built:
             trimpi([*common, "--data", str(setting), "--out", str(a.out / "eval" / name / setting.name),
                     "--protocols", "in_context,forgetting", *(["--limit", str(a.limit)] if a.limit else [])],
                    a.dry_run)
-        if a.run:
+        if a.run and not a.dry_run:
             breakdowns[name] = breakdown(a.run, first)
     if not (a.dry_run or a.build_only):
         print(table(a.out, list(builds)))

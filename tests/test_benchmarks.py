@@ -94,12 +94,18 @@ def test_micro_base_dry_run_prints_builds_the_cli_accepts(tmp_path):
     text = run("micro_base.py", "--dry-run", "--test", "2", "--out", str(tmp_path / "eval"),
                "--blender-python", "bpy-python", "--clevr-dir", str(tmp_path / "CLEVR"), cwd=tmp_path)
     commands = [shlex.split(line[2:]) for line in text.splitlines() if line.startswith("$ ")]
-    outs = [c[c.index("--out") + 1] for c in commands]
+    builds = [c for c in commands if c[3] == "data"]
+    outs = [c[c.index("--out") + 1] for c in builds]
     assert [Path(o).name for o in outs] == ["numpy-T", "numpy-M", "blender-T", "clevr-T"]
     assert not (tmp_path / "eval").exists()  # a dry run builds nothing
-    for c in commands:
+    for c in builds:
         assert c[1:4] == ["-m", "trimpi", "data"] and c[c.index("--test") + 1] == "2"
         assert parse_cli(c[3:])["seed"] == 2026
+    evals = [c for c in commands if c[3] == "eval"]  # after each build: perception once, then every setting
+    assert len(evals) == 2 * len(builds) and [c[c.index("--protocols") + 1] for c in evals[:2]] == \
+        ["perception", "in_context,forgetting"]
+    for c in evals:
+        assert parse_cli(c[3:])["model"] == "src/trimpi/models/base"
 
 
 def parse_cli(argv: list[str]) -> dict:
