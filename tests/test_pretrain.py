@@ -124,6 +124,21 @@ def test_killed_and_rerun_pretraining_reaches_the_same_weights(tmp_path):
     _check_export(tmp_path)
 
 
+def test_a_run_continues_from_its_finished_stages_packed_weights_only(tmp_path):
+    from trimpi.train.pretrain import pack_finished
+
+    straight = tmp_path / "straight"
+    run_pretrain(_opts(straight))
+    run_pretrain(_opts(tmp_path / "partial", stop_after=4))  # vision and ground done, joint not begun
+    assert pack_finished(tmp_path / "partial", tmp_path / "packed") == ["vision", "ground"]
+    packed = torch.load(tmp_path / "packed" / "stage-1-vision" / "checkpoint" / "state.pt", weights_only=True)
+    assert set(packed) == {"model", "head", "step", "seconds", "dtype"}  # no optimizer state to carry
+    assert run_pretrain(_opts(tmp_path / "packed"))["finished"]
+    a, b = _state(straight), _state(tmp_path / "packed")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
 def _check_export(tmp_path):
     """The finished run exports as a verified base that loads in the compute dtype."""
     from trimpi.models.shipped import load_base

@@ -85,6 +85,17 @@ def corpus(
     print(f"{out}: {prepare_corpus(opts, shards, workers, progress)} shards written")
 
 
+@app.command("pack")
+def pack(
+    run: Annotated[Path, typer.Option(help="Run directory of `trimpi pretrain micro-base`.")],
+    to: Annotated[Path, typer.Option(help="Directory to write (e.g. pretrained/micro-base, committed).")],
+) -> None:
+    """Copy the run's finished stages, weights only, into TO: a run that `micro-base --out` continues."""
+    from trimpi.train.pretrain import pack_finished
+
+    print(f"{to}: stages {', '.join(pack_finished(run, to))} (weights only)")
+
+
 @app.command("export")
 def export(
     run: Annotated[Path, typer.Option(help="Run directory of `trimpi pretrain micro-base`.")],

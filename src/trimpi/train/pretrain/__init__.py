@@ -21,6 +21,7 @@ from trimpi.train.pretrain.options import (
 from trimpi.train.pretrain.run import (
     export_run,
     options_from_run,
+    pack_finished,
     prepare_corpus,
     run_pretrain,
     run_progress,
@@ -37,4 +38,4 @@ from trimpi.train.pretrain.trainer import (
 
 __all__ = ["STAGES", "Architecture", "PretrainOptions", "Stage", "StageTrainer", "build_model", "compute_dtype",
            "corpus_config", "cpu_has_fast_bf16", "export_run", "item_chars", "load_state", "micro_batches",
-           "options_dict", "options_from_run", "prepare_corpus", "run_pretrain", "run_progress", "stage_folder", "with_stage_steps"]
+           "options_dict", "options_from_run", "pack_finished", "prepare_corpus", "run_pretrain", "run_progress", "stage_folder", "with_stage_steps"]

@@ -181,7 +181,8 @@ class PretrainOptions:
 
 
 # Options that may change between chunks of one run (they do not change what is trained).
-RUN_CONTROLS = ("hours", "save_minutes", "save_steps", "stop_after", "progress", "device", "data_workers", "force")
+RUN_CONTROLS = ("out", "hours", "save_minutes", "save_steps", "stop_after", "progress", "device", "data_workers",
+                "force")
 
 
 def options_dict(opts: PretrainOptions) -> dict:

@@ -266,3 +266,31 @@ def prepare_corpus(opts: PretrainOptions, shards: int, workers: int, progress: b
         for job in tqdm(as_completed(jobs), total=len(jobs), desc="corpus shards", disable=not progress):
             job.result()
     return len(jobs)
+
+
+def pack_finished(run: str | Path, to: str | Path) -> list[str]:
+    """Copy a run's finished stages, weights only (model and head, fp32: exact), into `to`: a run directory
+    that `trimpi pretrain micro-base --out` continues from the next stage (a long recipe can be rebuilt
+    across sessions, each committing what it finished). Returns the stages packed."""
+    import shutil
+
+    from trimpi.train.pretrain.trainer import read_progress
+
+    run, to = Path(run), Path(to)
+    opts = options_from_run(run)
+    packed = []
+    for index, stage in enumerate(opts.stages):
+        folder = stage_folder(run, index, stage.name)
+        if not (folder / DONE).is_file():
+            break
+        target = stage_folder(to, index, stage.name) / CHECKPOINT
+        target.mkdir(parents=True, exist_ok=True)
+        state = load_state(folder / CHECKPOINT / STATE)
+        torch.save({k: state[k] for k in ("model", "head", "step", "seconds", "dtype")}, target / STATE)
+        write_json(target / "progress.json", read_progress(folder))
+        shutil.copyfile(folder / DONE, target.parent / DONE)
+        packed.append(stage.name)
+    if not packed:
+        raise ConfigError(f"{run}: no finished stage to pack")
+    shutil.copyfile(run / RUN_FILE, to / RUN_FILE)
+    return packed
