@@ -14,7 +14,7 @@ from trimpi.data.clevr.policy import policy_name
 from trimpi.data.io import write_json
 from trimpi.data.pretrain import split
 from trimpi.data.pretrain.corpus import Corpus, CorpusConfig, draw_policy
-from trimpi.errors import ConfigError, DataError
+from trimpi.errors import ConfigError, DataError, TrimpiError
 from trimpi.train.pretrain import Architecture, PretrainOptions, Stage, cpu_has_fast_bf16, run_pretrain
 
 SMALL = ((48, 36),)
@@ -195,6 +195,17 @@ def test_resume_with_other_options_is_refused(tmp_path):
     assert run_pretrain(_opts(tmp_path / "r", stages=fewer))["finished"]  # stages not started yet may change
     skipped = json.loads((tmp_path / "r" / "stage-3-joint" / "done.json").read_text())
     assert skipped["steps"] == 0 and "gate" not in skipped  # nothing trained: nothing to measure
+
+
+def test_a_run_writes_only_into_its_own_folder(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "config.json").write_text("{}")
+    with pytest.raises(TrimpiError, match="not written by trimpi"):
+        run_pretrain(_opts(notes, stop_after=1))
+    assert sorted(p.name for p in notes.iterdir()) == ["config.json"]
+    run_pretrain(_opts(tmp_path / "r", stop_after=1))
+    assert (tmp_path / "r" / ".trimpi").is_file()
 
 
 def test_a_crafted_checkpoint_is_refused_without_running_it(tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from trimpi.data.io import read_json, write_json
+from trimpi.data.io import mark_owned, read_json, write_json
 from trimpi.errors import ConfigError
 from trimpi.train.perception import PerceptionHead, existence_labels
 from trimpi.train.pretrain import gates
@@ -70,13 +70,11 @@ def gate_line(stage, result: dict) -> str:
 def run_pretrain(opts: PretrainOptions) -> dict:
     """Train the stages (continuing any checkpoints in opts.out) until done, `hours`, `stop_after` or a missed
     gate; returns where the run stands."""
-    from trimpi.data.io import exclusive
+    from trimpi.data.io import owned_output
     from trimpi.models.loading import default_device
 
     opts.check()
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out):
+    with owned_output(opts.out, "trimpi pretrain micro-base") as out:  # locked; a folder of other files is refused
         check_same_options(out, opts)
         device = default_device() if opts.device == "auto" else torch.device(opts.device)
         return _run(opts, out, device)
@@ -293,4 +291,5 @@ def pack_finished(run: str | Path, to: str | Path) -> list[str]:
     if not packed:
         raise ConfigError(f"{run}: no finished stage to pack")
     shutil.copyfile(run / RUN_FILE, to / RUN_FILE)
+    mark_owned(to, "trimpi pretrain pack")
     return packed
