@@ -139,3 +139,14 @@ def test_cli_run_dry_run_and_error(tmp_path):
     bad.write_text(yaml.safe_dump(minimal(methods=["nope"])))
     result = CliRunner().invoke(app, [str(bad), "--dry-run"])
     assert isinstance(result.exception, ConfigError) and "methods[0]" in str(result.exception)
+
+
+def test_recipe_problems_come_all_at_once_in_one_line():
+    from trimpi.pipeline.recipe import parse_recipe
+
+    with pytest.raises(ConfigError) as e:
+        parse_recipe({"modle": "micro", "methods": ["nope"], "seed": "x"}, "r.yaml")
+    text = str(e.value)
+    assert "\n" not in text and text.startswith("r.yaml: modle: unknown key (did you mean 'model'?)")
+    assert "seed:" in text and "unknown method 'nope'" in text and "data: required key missing" in text
+    assert "model: required key missing" not in text  # the misspelled key stands for it

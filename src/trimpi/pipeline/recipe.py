@@ -262,24 +262,30 @@ def base_section(values: dict[str, Any], has_warmup: bool) -> dict[str, Any]:
 
 
 def _one_line(e: ValidationError, source: str) -> str:
-    """The first problem, in one line; a misspelled key is named as given (`modle: unknown key (did you mean
-    'model'?)`), not as the required key it leaves missing."""
+    """Every problem, in one line (the first one first, then "; also: ..."): a misspelled key is named as
+    given (`modle: unknown key (did you mean 'model'?)`), not as the required key it leaves missing."""
     import difflib
 
     errors = e.errors()
-    unknown = [x for x in errors if x["type"] == "extra_forbidden"]
-    err = unknown[0] if unknown else errors[0]
-    msg = err["msg"].removeprefix("Value error, ")
-    loc = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        missing = [".".join(str(p) for p in x["loc"]) for x in errors if x["type"] == "missing"]
-        close = difflib.get_close_matches(loc, missing, n=1)
-        return f"{source}: {loc}: unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
-    if err["type"] == "missing":
-        return f"{source}: {loc}: required key missing"
-    if loc and not msg.startswith(loc.split(".")[0]):
-        return f"{source}: {loc}: {msg}"
-    return f"{source}: {msg}"
+    missing = [".".join(str(p) for p in x["loc"]) for x in errors if x["type"] == "missing"]
+    explained: set[str] = set()  # required keys a misspelled one stands for
+    problems = []
+    for err in sorted(errors, key=lambda x: x["type"] != "extra_forbidden"):
+        msg = err["msg"].removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(loc, missing, n=1)
+            explained.update(close)
+            problems.append(f"{loc}: unknown key" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        elif err["type"] == "missing":
+            if loc not in explained:
+                problems.append(f"{loc}: required key missing")
+        elif loc and not msg.startswith(loc.split(".")[0]):
+            problems.append(f"{loc}: {msg.splitlines()[0]}")
+        else:
+            problems.append(msg.splitlines()[0])
+    problems = list(dict.fromkeys(problems))
+    return f"{source}: {problems[0]}" + (f"; also: {'; '.join(problems[1:])}" if len(problems) > 1 else "")
 
 
 class DuplicateKeyError(yaml.YAMLError):
