@@ -38,6 +38,9 @@ def test_eye_compare_scores_every_design_at_equal_cpu(tmp_path):
     for r in rows:
         assert r["train_cpu_s"] >= 0.5 * {0: 0.25, 1: 0.5, 2: 0.75, 3: 1.0}[rows.index(r) % 4] - 1e-6
         assert 0 <= r["single"] <= 1 and r["images"] == 12 and r["tokens"] == (16 if r["design"] == "siglip" else 20)
+        assert set(r["by_count"]) == {f"{k} {b}" for k in ("color", "shape", "size", "material")
+                                      for b in ("1-3", "4-6", "7-10")}
+        assert all(0 <= v <= 1 for rates in r["by_count"].values() for v in rates)
 
 
 def test_rl_speed_times_every_repeat_of_grpo_and_policy_rollout(tmp_path):
