@@ -41,13 +41,11 @@ repro: $(STAMP)
 # Pretrain the micro base shipped in src/trimpi/models/base, stage by stage (about 1.5 h on 2 cores; see
 # benchmarks/RESULTS.md). Resumable: `make micro-base HOURS=1` stops after an hour with a checkpoint; rerun
 # to continue. A stage whose gate is missed stops the run (FORCE=1 goes on; the card records it). The
-# export into the package happens once every stage is done. A new run starts from the finished stages
-# committed in pretrained/micro-base (`trimpi pretrain pack`, weights only), when there are some.
+# export into the package happens once every stage is done.
 MICRO_BASE_RUN ?= runs/micro-base
 MICRO_BASE_EVAL ?= runs/micro-base-eval
 micro-base: $(STAMP)
 	$(BIN)/python benchmarks/micro_base.py --build-only --out $(MICRO_BASE_EVAL)
-	test -e $(MICRO_BASE_RUN) || ! test -d pretrained/micro-base || cp -r pretrained/micro-base $(MICRO_BASE_RUN)
 	$(BIN)/trimpi pretrain micro-base --out $(MICRO_BASE_RUN) --exclude $(MICRO_BASE_EVAL)/numpy-T \
 		--exclude $(MICRO_BASE_EVAL)/numpy-M --data-workers 2 $(if $(HOURS),--hours $(HOURS)) $(if $(FORCE),--force)
 	$(BIN)/trimpi pretrain export --run $(MICRO_BASE_RUN) --to src/trimpi/models/base --if-finished

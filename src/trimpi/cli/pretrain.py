@@ -88,7 +88,7 @@ def corpus(
 @app.command("pack")
 def pack(
     run: Annotated[Path, typer.Option(help="Run directory of `trimpi pretrain micro-base`.")],
-    to: Annotated[Path, typer.Option(help="Directory to write (e.g. pretrained/micro-base, committed).")],
+    to: Annotated[Path, typer.Option(help="Directory to write (a run directory to carry to another machine).")],
 ) -> None:
     """Copy the run's finished stages, weights only, into TO: a run that `micro-base --out` continues."""
     from trimpi.train.pretrain import pack_finished

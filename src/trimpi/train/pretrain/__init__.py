@@ -38,4 +38,5 @@ from trimpi.train.pretrain.trainer import (
 
 __all__ = ["STAGES", "Architecture", "PretrainOptions", "Stage", "StageTrainer", "build_model", "compute_dtype",
            "corpus_config", "cpu_has_fast_bf16", "export_run", "item_chars", "load_state", "micro_batches",
-           "options_dict", "options_from_run", "pack_finished", "prepare_corpus", "run_pretrain", "run_progress", "stage_folder", "with_stage_steps"]
+           "options_dict", "options_from_run", "pack_finished", "prepare_corpus", "run_pretrain", "run_progress",
+           "stage_folder", "with_stage_steps"]

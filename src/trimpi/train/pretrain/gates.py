@@ -63,7 +63,7 @@ def lm_perception(model, processor, head, items: list[dict], progress: bool = Fa
     qs = [(it["image"], question(label)) for it in items for label in labels]
     margins = torch.tensor(yes_margins(model, processor, qs, progress=progress)).reshape(len(items), len(labels))
     lm = perception_metrics(margins, targets, labels)
-    eye = perception_metrics(head_scores(model, processor, head, [it["image"] for it in items]), targets, labels)
+    eye = head_perception(model, processor, head, items)
     return {"lm": lm, "head": eye, "gap": eye["single"] - lm["single"]}
 
 

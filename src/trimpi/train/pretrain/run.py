@@ -29,7 +29,7 @@ from trimpi.errors import ConfigError
 from trimpi.train.perception import PerceptionHead, existence_labels
 from trimpi.train.pretrain import gates
 from trimpi.train.pretrain.options import RUN_CONTROLS, PretrainOptions, options_dict, options_from_dict
-from trimpi.train.pretrain.trainer import CHECKPOINT, STATE, StageTrainer, build_model, load_state
+from trimpi.train.pretrain.trainer import CHECKPOINT, STATE, StageTrainer, build_model, load_state, read_progress
 
 RUN_FILE = "run.json"
 FAMILY_WORDS = {"fast_vlm": "FastVLM (ConvNeXt eye, MLP projector, Qwen2 text model)",
@@ -189,8 +189,7 @@ def run_progress(run: str | Path) -> dict:
     for index, stage in enumerate(opts.stages):
         folder = stage_folder(Path(run), index, stage.name)
         done = read_json(folder / DONE) if (folder / DONE).is_file() else None
-        progress = read_json(folder / CHECKPOINT / "progress.json") if (folder / CHECKPOINT / "progress.json").is_file() \
-            else None
+        progress = read_progress(folder)
         stages.append({"stage": stage.name, "steps": stage.steps, "step": progress["step"] if progress else 0,
                        "done": done})
     return {"finished": all(s["done"] for s in stages), "stages": stages}
@@ -257,7 +256,8 @@ def prepare_corpus(opts: PretrainOptions, shards: int, workers: int, progress: b
     jobs = []
     with ProcessPoolExecutor(max(1, workers)) as pool:
         for index, stage in enumerate(opts.stages):
-            corpus = Corpus(stage_folder(Path(opts.out), index, stage.name) / "corpus", corpus_config(opts, stage, index))
+            folder = stage_folder(Path(opts.out), index, stage.name)
+            corpus = Corpus(folder / "corpus", corpus_config(opts, stage, index))
             needed = min(shards, -(-stage.steps * stage.batch_size // opts.shard_size))
             jobs += [pool.submit(write_shard, str(corpus.root), corpus.cfg, k) for k in range(needed)
                      if not (corpus.shard_dir(k) / "items.jsonl").is_file()]
@@ -268,11 +268,9 @@ def prepare_corpus(opts: PretrainOptions, shards: int, workers: int, progress: b
 
 def pack_finished(run: str | Path, to: str | Path) -> list[str]:
     """Copy a run's finished stages, weights only (model and head, fp32: exact), into `to`: a run directory
-    that `trimpi pretrain micro-base --out` continues from the next stage (a long recipe can be rebuilt
-    across sessions, each committing what it finished). Returns the stages packed."""
+    that `trimpi pretrain micro-base --out` continues from the next stage (to carry a run to another
+    machine without its optimizer state). Returns the stages packed."""
     import shutil
-
-    from trimpi.train.pretrain.trainer import read_progress
 
     run, to = Path(run), Path(to)
     opts = options_from_run(run)

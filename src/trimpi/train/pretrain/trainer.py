@@ -26,7 +26,6 @@ from trimpi.train.perception import (
     image_token_features,
     is_vision_parameter,
     label_prior,
-    object_label_rows,
     perception_loss,
 )
 from trimpi.train.pretrain.options import PretrainOptions, Stage, compute_dtype, options_dict, schedule
@@ -80,7 +79,8 @@ def scene_prior(cfg, labels, n: int = PRIOR_SCENES) -> torch.Tensor:
 
 
 def item_chars(item: dict) -> int:
-    return sum(len(b.get("text", "")) + 200 * (b.get("type") == "image") for m in item["messages"] for b in m["content"])
+    return sum(len(b.get("text", "")) + 200 * (b.get("type") == "image")
+               for m in item["messages"] for b in m["content"])
 
 
 def micro_batches(items: list[dict], max_chars: int) -> list[list[dict]]:
@@ -177,10 +177,10 @@ class StageTrainer:
         inputs = {k: v.to(self.device) for k, v in image_inputs(self.processor, images).items()}
         with self.autocast():
             scores, rates = self.head(image_token_features(self.model, inputs))
-        targets = torch.stack([object_label_rows(it["objects"], self.labels).amax(0) for it in items]).to(self.device)
         dense = [cell_targets(it["objects"], self.labels, im.size, self.grid) for it, im in zip(items, images,
                                                                                                strict=True)]
         cells, keep, counts = (torch.stack(list(x)).to(self.device) for x in zip(*dense, strict=True))
+        targets = cells.amax(1)  # a label is in the image when it is in one of its cells
         return perception_loss(scores.float(), rates.float(), targets, cells, keep, counts, self.prior)
 
     def batch_items(self) -> list[dict]:
